@@ -1,0 +1,77 @@
+"""``watch DIR --output OUT``: start watching, reconcile, then keep outputs current."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import signal
+import threading
+from typing import Any
+
+from controller.commands import common
+from controller.files import outputs, reconciling, watching
+
+log = logging.getLogger("settings_controller")
+
+# Past this many, a pass logs a count instead of every account it wrote.
+_LIST_LIMIT = 20
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("watch", help="reconcile, then follow changes until stopped")
+    parser.add_argument("directory", type=pathlib.Path, metavar="DIR", help="declarations")
+    parser.add_argument("--output", "-o", required=True, type=pathlib.Path, metavar="OUT")
+    parser.add_argument(
+        "--resync",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="rescan this often even without events (default 30)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.directory.is_dir():
+        # Unlike reconcile, watch may wait for a missing directory, but a
+        # typo deserves a usage error rather than silence.
+        raise common.UsageError(f"{args.directory}: not a directory")
+    reconciler = reconciling.Reconciler(
+        common.load_catalog(), args.directory, outputs.OutputDir(args.output)
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    seen: set[str] = set()
+
+    def on_report(report: reconciling.PassReport, what: str) -> None:
+        current = {str(item) for item in report.findings}
+        common.print_findings(item for item in report.findings if str(item) not in seen)
+        seen.clear()
+        seen.update(current)
+        written = report.written
+        if len(written) <= _LIST_LIMIT:
+            for namespace in written:
+                log.info("wrote %s/ (%s)", args.output / namespace, _badges(reconciler, namespace))
+        for namespace in report.removed:
+            log.info("removed %s/: account no longer declared", args.output / namespace)
+        for namespace in report.kept:
+            log.warning("kept last good output of %s: its declarations have errors", namespace)
+        log.info("%s: %s", what, common.summary(report))
+
+    log.info("watching %s, writing to %s (Ctrl-C to stop)", args.directory, args.output)
+    watching.watch(reconciler, on_report, stop, resync=args.resync)
+    log.info("stopped")
+    return 0
+
+
+def _badges(reconciler: reconciling.Reconciler, namespace: str) -> str:
+    result = reconciler.results.get(namespace)
+    if result is None:
+        return ""
+    return "; ".join(
+        f"{i.type}: "
+        + ("platform defaults" if i.using_global else f"custom {', '.join(i.overridden)}")
+        for i in result.integrations
+    )

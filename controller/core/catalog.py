@@ -1,0 +1,229 @@
+"""The catalog: kinds and integration types, composed from the documents in ``schemas/``.
+
+The schema files are the single source of truth. This module never restates a
+field; it composes the kind schemas with the integration schemas (so a new
+integration is one new file under ``schemas/integrations/``) and inlines every
+``$ref``, because CRDs need self-contained structural schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+
+from controller.core import credentials, errors, validation
+
+GROUP = "integrations.igny8.com"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+GLOBAL = "GlobalIntegrationSettings"
+ACCOUNT = "Account"
+OVERRIDE = "IntegrationSettings"
+KINDS = (GLOBAL, ACCOUNT, OVERRIDE)
+
+_KIND_FILES = {
+    GLOBAL: "globalintegrationsettings.json",
+    ACCOUNT: "account.json",
+    OVERRIDE: "integrationsettings.json",
+}
+_COMMON = "common.json"
+_INTEGRATIONS_DIR = "integrations/"
+
+# Keys of the effective JSON that the controller owns; an integration may not
+# define a field with one of these names.
+RESERVED_FIELDS = frozenset({"id", "enabled", "using_global", "overridden"})
+
+Schema = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegrationType:
+    """One integration (openai, image_generation): its overridable fields and key slots."""
+
+    name: str
+    description: str
+    fields: tuple[str, ...]  # in schema order: the order of the effective JSON
+    schema: Schema  # the object schema of the fields (= of ``defaults``)
+    credentials: Mapping[str, str]  # key slot -> description
+    validators: Mapping[str, jsonschema.protocols.Validator]
+
+    def check(self, field: str, value: Any) -> list[str]:
+        """Why ``value`` is not acceptable for ``field``; empty when it is. Never quotes the value."""
+        return [p.message for p in validation.problems(self.validators[field], value)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One API kind and its composed, fully inlined schema."""
+
+    name: str
+    schema: Schema
+    scope: str  # Cluster | Namespaced
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    singleton_name: str | None
+    validator: jsonschema.protocols.Validator
+
+    @property
+    def namespaced(self) -> bool:
+        return self.scope == "Namespaced"
+
+
+@dataclasses.dataclass(frozen=True)
+class Catalog:
+    kinds: Mapping[str, Kind]
+    integrations: Mapping[str, IntegrationType]
+
+    @property
+    def overridable_fields(self) -> frozenset[str]:
+        return frozenset(f for t in self.integrations.values() for f in t.fields)
+
+    def looks_like_credential(self, name: str) -> bool:
+        return credentials.looks_like_credential(name, exempt=self.overridable_fields)
+
+    @classmethod
+    def from_documents(cls, documents: Mapping[str, Schema]) -> Catalog:
+        """Build from schema documents keyed by their path relative to ``schemas/``."""
+        try:
+            common = documents[_COMMON]
+            integration_docs = sorted(
+                (path, doc) for path, doc in documents.items() if path.startswith(_INTEGRATIONS_DIR)
+            )
+            integrations = {
+                t.name: t for t in (_integration(path, doc) for path, doc in integration_docs)
+            }
+            kinds = {
+                name: _kind(name, documents[_KIND_FILES[name]], common, integrations)
+                for name in KINDS
+            }
+        except KeyError as e:
+            raise errors.SchemaError(f"schemas: missing document or key {e}") from e
+        if not integrations:
+            raise errors.SchemaError("schemas: no integration types under integrations/")
+        return cls(kinds=kinds, integrations=integrations)
+
+
+def _integration(path: str, doc: Schema) -> IntegrationType:
+    name = doc.get("title")
+    if not isinstance(name, str) or f"{_INTEGRATIONS_DIR}{name}.json" != path:
+        raise errors.SchemaError(f"schemas/{path}: title must equal the file name")
+    properties: Mapping[str, Schema] = doc["properties"]
+    reserved = RESERVED_FIELDS & set(properties)
+    if reserved:
+        raise errors.SchemaError(f"schemas/{path}: reserved field names {sorted(reserved)}")
+    schema = _strip_meta(doc)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return IntegrationType(
+        name=name,
+        description=str(doc.get("description", "")),
+        fields=tuple(properties),
+        schema=schema,
+        credentials=dict(doc.get("x-credentials", {})),
+        validators={
+            field: jsonschema.Draft202012Validator(sub) for field, sub in properties.items()
+        },
+    )
+
+
+def _kind(
+    name: str, doc: Schema, common: Schema, integrations: Mapping[str, IntegrationType]
+) -> Kind:
+    schema = _inline(_strip_meta(doc), {"": doc, _COMMON: common})
+    if name == GLOBAL:
+        _add_integration_blocks(schema, common, integrations)
+    if name == OVERRIDE:
+        # The object's name is the integration type it overrides.
+        schema["properties"]["metadata"]["properties"]["name"] = {
+            "type": "string",
+            "enum": list(integrations),
+            "description": schema["properties"]["metadata"]["properties"]["name"]["description"],
+        }
+    jsonschema.Draft202012Validator.check_schema(schema)
+    meta: Mapping[str, Any] = doc["x-kubernetes"]
+    return Kind(
+        name=name,
+        schema=schema,
+        scope=meta["scope"],
+        plural=meta["plural"],
+        singular=meta["singular"],
+        short_names=tuple(meta.get("shortNames", ())),
+        singleton_name=meta.get("singletonName"),
+        validator=jsonschema.Draft202012Validator(schema),
+    )
+
+
+def _add_integration_blocks(
+    schema: dict[str, Any], common: Schema, integrations: Mapping[str, IntegrationType]
+) -> None:
+    """Give ``spec.integrations`` one property per integration type, built from its schema file."""
+    holder = schema["properties"]["spec"]["properties"]["integrations"]
+    template = holder.pop("x-integration-block")
+    holder["properties"] = {}
+    for name, itype in integrations.items():
+        block = copy.deepcopy(template)
+        block["description"] = itype.description
+        props = block["properties"]
+        props["credentials"]["properties"] = {
+            slot: {**copy.deepcopy(common["$defs"]["secretKeyRef"]), "description": text}
+            for slot, text in itype.credentials.items()
+        }
+        props["defaults"] = {
+            **copy.deepcopy(dict(itype.schema)),
+            "description": props["defaults"]["description"],
+        }
+        props["allowedValues"]["properties"] = {
+            field: {
+                "type": "array",
+                "description": f"Values an account may choose for {field}.",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": copy.deepcopy(dict(sub)),
+            }
+            for field, sub in itype.schema["properties"].items()
+            if sub.get("type") in ("string", "integer", "number")
+        }
+        holder["properties"][name] = block
+
+
+def _strip_meta(doc: Schema) -> dict[str, Any]:
+    """The schema without the keys that describe the file rather than the object."""
+    return {
+        k: copy.deepcopy(v)
+        for k, v in doc.items()
+        if k not in ("$schema", "$id", "x-kubernetes", "x-credentials", "title")
+    }
+
+
+def _inline(node: Any, documents: Mapping[str, Schema], current: str = "") -> Any:
+    """Replace every ``$ref`` by a copy of its target, merged with the sibling keywords."""
+    if isinstance(node, list):
+        return [_inline(item, documents, current) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _inline(v, documents, current) for k, v in node.items() if k != "$ref"}
+    ref = node.get("$ref")
+    if ref is None:
+        return out
+    doc_name, _, pointer = str(ref).partition("#")
+    doc_name = doc_name or current
+    target: Any = documents[doc_name]
+    for part in pointer.strip("/").split("/"):
+        target = target[part]
+    resolved = _inline(target, documents, doc_name)
+    return _merge(resolved, out)
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if key == "properties" and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,179 @@
+"""Typed declarations, parsed from object bodies that already passed their schema.
+
+Bodies come from YAML files (file mode) or the API server (cluster mode); both
+validate them against the catalog first, then call these parsers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from controller.core import catalog, findings, validation
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretKeyRef:
+    secret_name: str
+    key: str
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegrationDefaults:
+    type: str
+    enabled: bool
+    credentials: Mapping[str, SecretKeyRef]
+    defaults: Mapping[str, Any]
+    allowed_values: Mapping[str, tuple[Any, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalSettings:
+    name: str
+    plans: Mapping[str, bool]  # plan -> allowOverrides
+    integrations: Mapping[str, IntegrationDefaults]  # in catalog order
+    source: Hashable = dataclasses.field(default=None, compare=False)
+
+    def allows_overrides(self, plan: str) -> bool | None:
+        """True/False for a known plan, None for an unknown one (which may not override)."""
+        return self.plans.get(plan)
+
+
+@dataclasses.dataclass(frozen=True)
+class Account:
+    name: str
+    plan: str
+    namespace: str
+    source: Hashable = dataclasses.field(default=None, compare=False)
+
+    @property
+    def ref(self) -> findings.ObjectRef:
+        return findings.ObjectRef(catalog.ACCOUNT, self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegrationSettings:
+    """One account's overrides of one integration, as declared (nothing stripped yet)."""
+
+    namespace: str
+    type: str  # = metadata.name
+    is_active: bool
+    overrides: Mapping[str, Any]
+    source: Hashable = dataclasses.field(default=None, compare=False)
+
+    @property
+    def ref(self) -> findings.ObjectRef:
+        return findings.ObjectRef(catalog.OVERRIDE, self.type, self.namespace)
+
+
+Declaration = GlobalSettings | Account | IntegrationSettings
+
+
+def ref_of(body: Mapping[str, Any]) -> findings.ObjectRef:
+    """A best-effort reference to a body that may not have passed its schema."""
+    meta = body.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    return findings.ObjectRef(
+        kind=str(body.get("kind", "?")),
+        name=name if isinstance(name, str) else "?",
+        namespace=namespace if isinstance(namespace, str) else None,
+    )
+
+
+def parse(
+    cat: catalog.Catalog, body: Mapping[str, Any], source: Hashable = None
+) -> tuple[Declaration | None, list[findings.Finding]]:
+    """Validate ``body`` against its kind's schema and build the declaration.
+
+    Returns ``(None, errors)`` when the body is not a valid object of a known kind.
+    """
+    ref = ref_of(body)
+    kind = cat.kinds.get(str(body.get("kind")))
+    if kind is None:
+        return None, [
+            findings.error(
+                findings.Reason.UNKNOWN_KIND,
+                f"kind: unknown kind {ref.kind!r} (expected one of {', '.join(catalog.KINDS)})",
+                ref,
+                ("kind",),
+                source,
+            )
+        ]
+    problems = validation.problems(kind.validator, body)
+    errors = [
+        findings.error(findings.Reason.SCHEMA_VIOLATION, _with_hint(cat, p), ref, p.path, source)
+        for p in problems
+    ]
+    errors.extend(_semantic(cat, body, ref, source))
+    if errors:
+        return None, errors
+    return _build(kind.name, body, source), []
+
+
+def _with_hint(cat: catalog.Catalog, problem: validation.Problem) -> str:
+    name = problem.path[-1] if problem.path else None
+    if (
+        isinstance(name, str)
+        and problem.message.endswith("unknown field")
+        and cat.looks_like_credential(name)
+    ):
+        return (
+            f"{problem.message}: it looks like a platform key; keys are referenced from "
+            "GlobalIntegrationSettings credentials (a Secret), never written in a declaration"
+        )
+    return problem.message
+
+
+def _semantic(
+    cat: catalog.Catalog, body: Mapping[str, Any], ref: findings.ObjectRef, source: Hashable
+) -> list[findings.Finding]:
+    """Checks that the schema cannot express: defaults within their own allowedValues."""
+    if body.get("kind") != catalog.GLOBAL:
+        return []
+    out = []
+    for name, block in body["spec"]["integrations"].items():
+        for field, allowed in block.get("allowedValues", {}).items():
+            default = block["defaults"].get(field)
+            if default is not None and default not in allowed:
+                path = ("spec", "integrations", name, "defaults", field)
+                out.append(
+                    findings.error(
+                        findings.Reason.DEFAULT_NOT_ALLOWED,
+                        f"{validation.dotted(path)}: the default is not one of allowedValues.{field}",
+                        ref,
+                        path,
+                        source,
+                    )
+                )
+    return out
+
+
+def _build(kind: str, body: Mapping[str, Any], source: Hashable) -> Declaration:
+    meta, spec = body["metadata"], body["spec"]
+    if kind == catalog.ACCOUNT:
+        return Account(meta["name"], spec["plan"], spec["namespace"], source)
+    if kind == catalog.OVERRIDE:
+        return IntegrationSettings(
+            namespace=meta["namespace"],
+            type=meta["name"],
+            is_active=spec.get("isActive", True),
+            overrides=dict(spec.get("overrides") or {}),
+            source=source,
+        )
+    integrations = {
+        name: IntegrationDefaults(
+            type=name,
+            enabled=block.get("enabled", True),
+            credentials={
+                slot: SecretKeyRef(ref["secretName"], ref["key"])
+                for slot, ref in sorted(block.get("credentials", {}).items())
+            },
+            defaults=dict(block["defaults"]),
+            allowed_values={f: tuple(v) for f, v in block.get("allowedValues", {}).items()},
+        )
+        for name, block in body["spec"]["integrations"].items()
+    }
+    plans = {name: plan["allowOverrides"] for name, plan in spec.get("plans", {}).items()}
+    return GlobalSettings(meta["name"], plans, integrations, source)

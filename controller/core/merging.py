@@ -1,0 +1,208 @@
+"""The merge rules of DESIGN.md: ``account override > global default``, made exact.
+
+1. A field's effective value is the account's active, allowed override, else the default.
+2. ``using_global`` is true exactly when no override field is applied.
+3. Only the integration's overridable fields apply; others are stripped and
+   reported by name (credential-looking names as attempts to set a key).
+4. A value outside its type, range or allowedValues rejects that field only.
+5. Plans that may not override (and unknown plans) apply nothing.
+6. No IntegrationSettings object means defaults.
+7. Defaults reach every account that does not override the field.
+8. Same inputs, same result: everything here is ordered and pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from controller.core import catalog, credentials, declarations, findings, rendering
+
+Reason = findings.Reason
+
+
+@dataclasses.dataclass(frozen=True)
+class EffectiveIntegration:
+    type: str
+    enabled: bool
+    values: Mapping[str, Any]  # every field, in schema order
+    overridden: tuple[str, ...]  # applied override fields, sorted
+
+    @property
+    def using_global(self) -> bool:
+        return not self.overridden
+
+    def document(self) -> dict[str, Any]:
+        """The seed's response shape: what a workload reads from ``<type>.json``."""
+        return {
+            "id": self.type,
+            "enabled": self.enabled,
+            **self.values,
+            "using_global": self.using_global,
+            "overridden": list(self.overridden),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountResult:
+    account: declarations.Account
+    integrations: tuple[EffectiveIntegration, ...]
+    findings: tuple[findings.Finding, ...]
+
+    @property
+    def data(self) -> dict[str, str]:
+        """ConfigMap data: ``<type>.json`` -> canonical JSON."""
+        return {f"{i.type}.json": rendering.canonical_json(i.document()) for i in self.integrations}
+
+    @property
+    def content_hash(self) -> str:
+        return rendering.content_hash(self.data)
+
+    @property
+    def using_global(self) -> dict[str, bool]:
+        return {i.type: i.using_global for i in self.integrations}
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.is_error for f in self.findings)
+
+
+def merge_account(
+    cat: catalog.Catalog,
+    global_: declarations.GlobalSettings,
+    account: declarations.Account,
+    overrides: Mapping[str, declarations.IntegrationSettings],
+) -> AccountResult:
+    """The effective settings of one account."""
+    found: list[findings.Finding] = []
+    allowed = global_.allows_overrides(account.plan)
+    if overrides and allowed is None:
+        found.append(
+            findings.note(
+                Reason.UNKNOWN_PLAN,
+                f"plan {account.plan!r} is not listed in GlobalIntegrationSettings spec.plans, "
+                "so its overrides are not applied",
+                account.ref,
+                ("spec", "plan"),
+                account.source,
+            )
+        )
+    elif overrides and allowed is False:
+        found.append(
+            findings.note(
+                Reason.PLAN_FORBIDS,
+                f"plan {account.plan!r} may not override defaults; the account uses the platform defaults",
+                account.ref,
+                ("spec", "plan"),
+                account.source,
+            )
+        )
+
+    results = []
+    for type_name, itype in cat.integrations.items():
+        defaults = global_.integrations.get(type_name)
+        override = overrides.get(type_name)
+        if defaults is None:
+            if override is not None:
+                found.append(
+                    findings.note(
+                        Reason.NOT_CONFIGURED,
+                        f"integration {type_name!r} is not configured in GlobalIntegrationSettings; "
+                        "these overrides have nothing to apply to",
+                        override.ref,
+                        ("metadata", "name"),
+                        override.source,
+                    )
+                )
+            continue
+        applied: dict[str, Any] = {}
+        if override is not None:
+            accepted, field_findings = screen_overrides(cat, itype, defaults, override)
+            found.extend(field_findings)
+            if not override.is_active:
+                found.append(
+                    findings.note(
+                        Reason.INACTIVE,
+                        "isActive is false: the overrides are kept but not applied",
+                        override.ref,
+                        ("spec", "isActive"),
+                        override.source,
+                    )
+                )
+            elif allowed:
+                applied = accepted
+        values = {
+            f: applied.get(f, defaults.defaults[f])
+            for f in itype.fields
+            if f in applied or f in defaults.defaults
+        }
+        results.append(
+            EffectiveIntegration(
+                type=type_name,
+                enabled=defaults.enabled,
+                values=values,
+                overridden=tuple(sorted(applied)),
+            )
+        )
+    return AccountResult(account=account, integrations=tuple(results), findings=tuple(found))
+
+
+def screen_overrides(
+    cat: catalog.Catalog,
+    itype: catalog.IntegrationType,
+    defaults: declarations.IntegrationDefaults,
+    override: declarations.IntegrationSettings,
+) -> tuple[dict[str, Any], list[findings.Finding]]:
+    """Split declared overrides into the fields that may apply and findings for the rest."""
+    accepted: dict[str, Any] = {}
+    found: list[findings.Finding] = []
+
+    def reject(reason: Reason, field: str, text: str) -> None:
+        path = ("spec", "overrides", field)
+        found.append(
+            findings.error(
+                reason, f"spec.overrides.{field}: {text}", override.ref, path, override.source
+            )
+        )
+
+    for field in sorted(override.overrides):
+        value = override.overrides[field]
+        if field not in itype.fields:
+            if cat.looks_like_credential(field):
+                reject(Reason.CREDENTIAL_STRIPPED, field, "stripped: " + _KEY_HINT)
+            else:
+                reject(
+                    Reason.FIELD_STRIPPED,
+                    field,
+                    f"stripped: not an overridable field of {itype.name} "
+                    f"(overridable: {', '.join(itype.fields)})",
+                )
+        elif any(cat.looks_like_credential(n) for n in credentials.nested_names(value)):
+            reject(
+                Reason.CREDENTIAL_STRIPPED,
+                field,
+                "stripped: it contains a key-like field. " + _KEY_HINT,
+            )
+        elif any(credentials.looks_like_key_value(v) for v in credentials.nested_values(value)):
+            reject(
+                Reason.CREDENTIAL_STRIPPED,
+                field,
+                "rejected: the value looks like an API key. " + _KEY_HINT,
+            )
+        else:
+            problems = itype.check(field, value)
+            choices = defaults.allowed_values.get(field)
+            if not problems and choices is not None and value not in choices:
+                problems = [f"must be one of the allowed values: {', '.join(map(str, choices))}"]
+            if problems:
+                reject(Reason.VALUE_REJECTED, field, "rejected: " + "; ".join(problems))
+            else:
+                accepted[field] = value
+    return accepted, found
+
+
+_KEY_HINT = (
+    "platform keys cannot be set by an account; they come from the GlobalIntegrationSettings "
+    "credentials (a Secret)"
+)

@@ -1,0 +1,114 @@
+"""Schema problems as messages a person can act on, without ever quoting a value.
+
+jsonschema's own messages embed the offending instance (``'sk-...' is too
+long``). A value may be a pasted key, so messages here are built from the
+schema keyword alone and located by path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+
+Path = tuple[str | int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    path: Path  # where in the instance; the file adapter turns it into a line
+    message: str
+
+
+def dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def problems(validator: jsonschema.protocols.Validator, instance: Any) -> list[Problem]:
+    found: list[Problem] = []
+    for error in validator.iter_errors(instance):
+        found.extend(_describe(error))
+    found.extend(_non_finite(instance, ()))
+    return sorted(set(found), key=lambda p: (tuple(str(x) for x in p.path), p.message))
+
+
+def _non_finite(instance: Any, path: Path) -> Iterator[Problem]:
+    # JSON has no NaN or Infinity, and range checks pass NaN silently.
+    if isinstance(instance, float) and not math.isfinite(instance):
+        yield Problem(path, _at(path, "must be a finite number"))
+    elif isinstance(instance, dict):
+        for key, value in instance.items():
+            yield from _non_finite(value, (*path, key))
+    elif isinstance(instance, list):
+        for index, value in enumerate(instance):
+            yield from _non_finite(value, (*path, index))
+
+
+def _at(path: Path, text: str) -> str:
+    return f"{dotted(path)}: {text}" if path else text
+
+
+def _describe(error: jsonschema.ValidationError) -> Iterator[Problem]:
+    path: Path = tuple(error.absolute_path)
+    keyword = error.validator
+    expected: Any = error.validator_value
+    instance = error.instance
+    if keyword == "additionalProperties" and isinstance(instance, dict):
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        known = set(schema.get("properties", {}))
+        for name in sorted(set(instance) - known):
+            yield Problem((*path, name), _at((*path, name), "unknown field"))
+        return
+    if keyword == "required" and isinstance(instance, dict):
+        for name in expected:
+            if name not in instance:
+                yield Problem(path, _at(path, f"missing required field {name!r}"))
+        return
+    if keyword == "propertyNames":
+        yield Problem(path, _at(path, "has a key that is not a valid name"))
+        return
+    yield Problem(path, _at(path, _expectation(str(keyword), expected)))
+
+
+def _expectation(keyword: str, expected: Any) -> str:
+    match keyword:
+        case "type":
+            kinds = expected if isinstance(expected, list) else [expected]
+            return "must be of type " + " or ".join(kinds)
+        case "minimum":
+            return f"must be >= {expected}"
+        case "maximum":
+            return f"must be <= {expected}"
+        case "exclusiveMinimum":
+            return f"must be > {expected}"
+        case "exclusiveMaximum":
+            return f"must be < {expected}"
+        case "enum":
+            return "must be one of " + ", ".join(json.dumps(v) for v in expected)
+        case "const":
+            return f"must be {json.dumps(expected)}"
+        case "pattern":
+            return f"must match the pattern {expected}"
+        case "minLength":
+            return f"must be at least {expected} characters long"
+        case "maxLength":
+            return f"must be at most {expected} characters long"
+        case "minItems":
+            return f"must have at least {expected} items"
+        case "maxItems":
+            return f"must have at most {expected} items"
+        case "minProperties":
+            return f"must have at least {expected} entr{'y' if expected == 1 else 'ies'}"
+        case "maxProperties":
+            return f"must have at most {expected} entries"
+        case "uniqueItems":
+            return "must not repeat items"
+        case _:
+            return f"is not valid ({keyword})"

@@ -1,0 +1,158 @@
+"""YAML text to plain JSON-like values, keeping the node tree to find the line of any field.
+
+libyaml composes the nodes (fast, and it keeps marks); a small walk turns them
+into values and refuses what JSON cannot hold or what would hurt: duplicate or
+non-string keys, merge keys, custom tags, NaN, too deep or alias-multiplied
+documents (YAML bombs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+
+from controller.core import validation
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_NODES = 100_000  # per document, counting every alias expansion
+MAX_DEPTH = 64
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SCALARS = yaml.SafeLoader.yaml_constructors
+_constructor = yaml.SafeLoader("")  # only its scalar constructors are used; they keep no state
+
+
+class DocumentError(Exception):
+    """A YAML problem at a line (1-based)."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    index: int  # position in the file, from 0
+    line: int  # first line of the document
+    body: Any  # the value; None for an empty document
+    node: yaml.Node | None
+
+    def line_of(self, path: validation.Path) -> int:
+        """The line of the deepest node along ``path`` (the offending value, or its closest parent)."""
+        node, line = self.node, self.line
+        for part in path:
+            if isinstance(node, yaml.MappingNode):
+                match = next((v for k, v in node.value if k.value == part), None)
+                if match is None:
+                    break
+                node = match
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(part, int)
+                and part < len(node.value)
+            ):
+                node = node.value[part]
+            else:
+                break
+            line = node.start_mark.line + 1
+        return line
+
+
+def parse(text: str) -> list[Document]:
+    """Every document of a YAML stream. Raises ``DocumentError`` at the first problem."""
+    if len(text) > MAX_FILE_BYTES:
+        raise DocumentError(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB", 1)
+    out: list[Document] = []
+    try:
+        for index, node in enumerate(_compose_all(text)):
+            if node is None:
+                continue
+            walk = _Walk()
+            out.append(Document(index, node.start_mark.line + 1, walk.value(node, 0), node))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        problem = e.problem or e.context or "invalid YAML"
+        raise DocumentError(f"invalid YAML: {problem}", mark.line + 1 if mark else 1) from None
+    except yaml.YAMLError as e:  # reader errors: bad encoding, control characters
+        raise DocumentError(f"invalid YAML: {_reader_problem(e)}", _reader_line(text, e)) from None
+    except RecursionError:
+        raise DocumentError(f"document nests deeper than {MAX_DEPTH} levels", 1) from None
+    return out
+
+
+def _compose_all(text: str) -> Iterator[yaml.Node | None]:
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            yield loader.get_node()
+    finally:
+        loader.dispose()
+
+
+def _reader_problem(error: yaml.YAMLError) -> str:
+    reason = getattr(error, "reason", None)
+    return str(reason) if reason else "unreadable characters"
+
+
+def _reader_line(text: str, error: yaml.YAMLError) -> int:
+    position = getattr(error, "position", None)
+    return text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+
+
+class _Walk:
+    def __init__(self) -> None:
+        self.nodes = 0
+
+    def value(self, node: yaml.Node, depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise DocumentError(
+                f"document has more than {MAX_NODES} values (counting alias expansions)",
+                node.start_mark.line + 1,
+            )
+        if depth > MAX_DEPTH:
+            raise DocumentError(
+                f"document nests deeper than {MAX_DEPTH} levels", node.start_mark.line + 1
+            )
+        if isinstance(node, yaml.ScalarNode):
+            return _scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(item, depth + 1) for item in node.value]
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, depth)
+        raise DocumentError("unsupported YAML node", node.start_mark.line + 1)
+
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise DocumentError("merge keys (<<) are not supported; write the fields out", line)
+            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                raise DocumentError(
+                    "mapping keys must be strings (quote keys such as yes, on, 1)", line
+                )
+            if key in out:
+                raise DocumentError(f"duplicate key {key!r}", line)
+            out[key] = self.value(value_node, depth + 1)
+        return out
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    line = node.start_mark.line + 1
+    if node.tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:str"):
+        # Dates stay strings: JSON has no date type.
+        return node.value
+    construct = _SCALARS.get(node.tag)
+    if construct is None or node.tag in ("tag:yaml.org,2002:binary", "tag:yaml.org,2002:set"):
+        raise DocumentError(f"unsupported YAML tag {node.tag}", line)
+    value = construct(_constructor, node)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DocumentError("NaN and Infinity are not allowed (JSON cannot hold them)", line)
+    return value

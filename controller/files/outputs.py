@@ -1,0 +1,172 @@
+"""The output directory: atomic writes, and a record of what was written from which files.
+
+Layout under ``OUT``::
+
+    OUT/<namespace>/integration-settings.yaml   the ConfigMap manifest
+    OUT/<namespace>/<type>.json                 one per integration
+    OUT/.settings-controller/state.json         what this module remembers
+
+The record lets a later pass keep an account's last good output when a file
+that fed it stops parsing, skip rewriting unchanged accounts, and remove the
+outputs of accounts that are gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from controller.core import errors, rendering
+
+STATE_DIR = ".settings-controller"
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+MANIFEST = f"{rendering.CONFIGMAP_NAME}.yaml"
+
+# Outputs are read by workloads and written only by the controller.
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+_Dumper = yaml.CSafeDumper if yaml.__with_libyaml__ else yaml.SafeDumper
+
+
+class OutputError(errors.SettingsError):
+    """An output could not be written; the previous file is still in place."""
+
+    def __init__(self, path: pathlib.Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclasses.dataclass
+class Record:
+    account: str
+    sources: list[str]  # declaration files that produced this output
+    hash: str
+    files: list[str]
+
+
+class _BlockStyleDumper(_Dumper):  # type: ignore[valid-type, misc]
+    """Multi-line strings (the JSON documents) as literal blocks, readable in a manifest."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockStyleDumper.add_representer(str, _represent_str)
+
+
+def manifest_yaml(manifest: Mapping[str, Any]) -> str:
+    return yaml.dump(manifest, Dumper=_BlockStyleDumper, sort_keys=False, width=1 << 16)
+
+
+def write_atomic(path: pathlib.Path, content: str) -> None:
+    """Write via a temporary file in the same directory and rename it over ``path``.
+
+    Readers see the old file or the new one, never half of one; a failure
+    leaves the old file untouched.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            os.fchmod(stream.fileno(), FILE_MODE)
+            stream.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class OutputDir:
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        self.records: dict[str, Record] = {}
+        self._dirty = False
+        self._load_state()
+
+    @property
+    def state_path(self) -> pathlib.Path:
+        return self.root / STATE_DIR / STATE_FILE
+
+    def _load_state(self) -> None:
+        try:
+            raw = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if raw.get("version") != STATE_VERSION:
+                return
+            self.records = {ns: Record(**rec) for ns, rec in raw["accounts"].items()}
+        except FileNotFoundError:
+            return
+        except (ValueError, TypeError, KeyError, OSError):
+            # A damaged record only costs rewrites: outputs are re-derived on this pass.
+            self.records = {}
+
+    def write_account(
+        self, namespace: str, account: str, data: Mapping[str, str], sources: Sequence[str]
+    ) -> bool:
+        """Bring ``OUT/<namespace>/`` to ``data``. Returns whether any file was (re)written."""
+        files = {MANIFEST: manifest_yaml(rendering.configmap(account, namespace, data)), **data}
+        digest = rendering.content_hash(files)
+        directory = self.root / namespace
+        old = self.records.get(namespace)
+        unchanged = (
+            old is not None
+            and old.hash == digest
+            and all((directory / name).is_file() for name in files)
+        )
+        if not unchanged:
+            try:
+                directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                for name, content in files.items():
+                    write_atomic(directory / name, content)
+                for stale in set(old.files if old else ()) - set(files):
+                    with contextlib.suppress(FileNotFoundError):
+                        (directory / stale).unlink()
+            except OSError as e:
+                raise OutputError(directory, f"cannot write outputs: {e.strerror or e}") from e
+        record = Record(account, sorted(sources), digest, sorted(files))
+        if old != record:
+            self.records[namespace] = record
+            self._dirty = True
+        return not unchanged
+
+    def remove_account(self, namespace: str) -> bool:
+        record = self.records.pop(namespace, None)
+        self._dirty = True
+        directory = self.root / namespace
+        try:
+            for name in record.files if record else ():
+                with contextlib.suppress(FileNotFoundError):
+                    (directory / name).unlink()
+            with contextlib.suppress(FileNotFoundError, OSError):
+                directory.rmdir()  # only when nothing else was put there
+        except OSError as e:
+            raise OutputError(directory, f"cannot remove outputs: {e.strerror or e}") from e
+        return True
+
+    def save(self) -> bool:
+        """Write the record if it changed; whether it did."""
+        if not self._dirty:
+            return False
+        state = {
+            "version": STATE_VERSION,
+            "accounts": {ns: dataclasses.asdict(r) for ns, r in sorted(self.records.items())},
+        }
+        try:
+            self.state_path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            write_atomic(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
+        except OSError as e:
+            raise OutputError(self.state_path, f"cannot write state: {e.strerror or e}") from e
+        self._dirty = False
+        return True

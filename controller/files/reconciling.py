@@ -1,0 +1,278 @@
+"""One pass of file mode: declarations in, outputs brought up to date, a report out.
+
+A ``Reconciler`` keeps the parsed files between passes, so ``watch`` re-reads
+only what changed and re-merges only the accounts a change touches: a change
+to the global re-renders every account (unchanged ones are not rewritten), a
+change to an override or account file only the accounts it declares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import time
+from collections.abc import Callable, Iterable
+
+from controller.core import catalog, declarations, findings, inventory, merging
+from controller.files import loading, outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Located:
+    """A finding with its place: a file and line, or a directory for findings about the whole set."""
+
+    file: str
+    line: int | None
+    finding: findings.Finding
+
+    @property
+    def location(self) -> str:
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
+
+    def __str__(self) -> str:
+        f = self.finding
+        subject = f"{f.ref}: " if f.ref else ""
+        return f"{self.location}: {f.severity.value}: {subject}{f.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        f = self.finding
+        return {
+            "file": self.file,
+            "line": self.line,
+            "severity": f.severity.value,
+            "reason": f.reason.value,
+            "object": str(f.ref) if f.ref else None,
+            "message": f.message,
+        }
+
+
+@dataclasses.dataclass
+class PassReport:
+    findings: list[Located] = dataclasses.field(default_factory=list)
+    written: list[str] = dataclasses.field(default_factory=list)  # namespaces rewritten
+    unchanged: int = 0
+    kept: list[str] = dataclasses.field(default_factory=list)  # last good output kept
+    removed: list[str] = dataclasses.field(default_factory=list)
+    files_read: int = 0
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> list[Located]:
+        return [item for item in self.findings if item.finding.is_error]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        cat: catalog.Catalog,
+        root: pathlib.Path,
+        out: outputs.OutputDir | None = None,
+        files: Iterable[str] | None = None,
+    ) -> None:
+        """Declarations are the YAML files under ``root``, or exactly ``files`` (relative to it)."""
+        self.catalog = cat
+        self.root = root
+        self.out = out
+        self.files = sorted(set(files)) if files is not None else None
+        self.loaded: dict[str, loading.LoadedFile] = {}
+        self.inventory = inventory.assemble(())
+        self.results: dict[str, merging.AccountResult] = {}
+        self.protected: set[str] = set()  # namespaces whose inputs are broken: outputs kept
+        self._output_errors: list[Located] = []
+        self.stamps: dict[str, tuple[int, ...]] = {}
+        self._scanned = False
+
+    def run(self, changed: Iterable[str] | None = None) -> PassReport:
+        """A pass over everything (``changed=None``) or after the given relative paths changed."""
+        started = time.perf_counter()
+        report = PassReport()
+        if not self.root.exists():
+            # A checkout being replaced, a volume remounting: never treat a
+            # missing directory as "every account deleted".
+            report.findings = [
+                Located(
+                    str(self.root),
+                    None,
+                    findings.error(
+                        findings.Reason.INVALID_YAML,
+                        "declarations directory does not exist; outputs kept",
+                    ),
+                )
+            ]
+            report.seconds = time.perf_counter() - started
+            return report
+        affected = self._reload(changed, report)
+        self.inventory = inventory.assemble(loading.iter_declarations(self.loaded))
+        if affected is None:
+            affected = set(self.inventory.accounts) | set(self.results)
+            if self.out is not None:
+                affected |= set(self.out.records)
+        self._output_errors = []
+        self._merge(affected, report)
+        report.findings = self._located() + self._output_errors
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # Reading
+
+    def _reload(self, changed: Iterable[str] | None, report: PassReport) -> set[str] | None:
+        """Re-read what changed; the namespaces it touches, or None when every account is affected.
+
+        ``changed=None`` rescans the tree and re-reads the files whose identity,
+        size or mtime moved (a ConfigMap volume's ``..data`` swap changes them
+        all at once without touching the visible paths).
+        """
+        first = not self._scanned
+        if changed is None:
+            changed = self._rescan()
+            self._scanned = True
+        affected: set[str] = set()
+        everything = first
+        for rel in sorted(set(changed)):
+            before = self.loaded.pop(rel, None)
+            self.stamps.pop(rel, None)
+            stamp = _stamp(self.root / rel) if self._wanted(rel) else None
+            if stamp is not None:
+                self.loaded[rel] = loading.load_file(self.catalog, self.root, rel)
+                self.stamps[rel] = stamp
+                report.files_read += 1
+            for loaded in (before, self.loaded.get(rel)):
+                for decl in loaded.declarations if loaded else ():
+                    if isinstance(decl, declarations.GlobalSettings):
+                        everything = True
+                    else:
+                        affected.add(decl.namespace)
+            if before is not None and not before.ok:
+                # What a broken file declared before it broke is only known
+                # through the records, which every-account passes consult.
+                everything = True
+        return None if everything else affected
+
+    def _wanted(self, rel: str) -> bool:
+        return rel in self.files if self.files is not None else loading.is_declaration_file(rel)
+
+    def _rescan(self) -> set[str]:
+        listed = self.files if self.files is not None else loading.discover(self.root)
+        present = {rel: stamp for rel in listed if (stamp := _stamp(self.root / rel))}
+        gone = set(self.stamps) - set(present)
+        return gone | {rel for rel, stamp in present.items() if self.stamps.get(rel) != stamp}
+
+    def _bad_files(self) -> set[str]:
+        return {rel for rel, loaded in self.loaded.items() if not loaded.ok}
+
+    def _merge(self, affected: set[str], report: PassReport) -> None:
+        inv, out = self.inventory, self.out
+        bad = self._bad_files()
+        global_source = _path(inv.global_.source) if inv.global_ else None
+        for namespace in sorted(affected):
+            account = inv.accounts.get(namespace)
+            record = out.records.get(namespace) if out else None
+            overrides = inv.overrides.get(namespace, {})
+            sources = {_path(o.source) for o in overrides.values()}
+            sources |= {_path(account.source) if account else None, global_source}
+            sources.discard(None)
+            previous = set(record.sources) if record else set()
+            protected = bool(
+                namespace in inv.blocked
+                or (sources | previous) & bad
+                or (inv.global_ is None and (account is not None or bad or inv.findings))
+            )
+            result = None
+            if account is not None and inv.global_ is not None:
+                # Merged even when protected, so every finding is reported at once.
+                result = merging.merge_account(self.catalog, inv.global_, account, overrides)
+                self.results[namespace] = result
+            else:
+                self.results.pop(namespace, None)
+            if protected:
+                # Its inputs are broken or in conflict: keep the last good output.
+                self.protected.add(namespace)
+                if record is not None:
+                    report.kept.append(namespace)
+                continue
+            self.protected.discard(namespace)
+            if result is None:
+                if (
+                    record is not None
+                    and out is not None
+                    and self._guard(report, namespace, out.remove_account, namespace)
+                ):
+                    report.removed.append(namespace)
+                continue
+            if out is None:
+                continue
+            files = sorted(s for s in sources if s)
+            written = self._guard(
+                report,
+                namespace,
+                out.write_account,
+                namespace,
+                result.account.name,
+                result.data,
+                files,
+            )
+            if written:
+                report.written.append(namespace)
+            elif written is False:
+                report.unchanged += 1
+        if out is not None:
+            self._guard(report, None, out.save)
+
+    def _guard(
+        self,
+        report: PassReport,
+        namespace: str | None,
+        action: Callable[..., bool],
+        *args: object,
+    ) -> bool | None:
+        """Run an output action; a failure is reported and keeps that account's old files."""
+        try:
+            return action(*args)
+        except outputs.OutputError as e:
+            self._output_errors.append(
+                Located(str(e.path), None, findings.error(findings.Reason.OUTPUT_FAILED, e.problem))
+            )
+            if namespace is not None:
+                report.kept.append(namespace)
+            return None
+
+    # Reporting
+
+    def _located(self) -> list[Located]:
+        found: list[findings.Finding] = []
+        for rel in sorted(self.loaded):
+            found.extend(self.loaded[rel].errors)
+        found.extend(self.inventory.findings)
+        for namespace in sorted(self.results):
+            found.extend(self.results[namespace].findings)
+        located = [self.locate(f) for f in found]
+        return sorted(located, key=lambda item: (item.file, item.line or 0))
+
+    def locate(self, finding: findings.Finding) -> Located:
+        ref = finding.source
+        if isinstance(ref, loading.DocRef):
+            loaded = self.loaded.get(ref.path)
+            line = loaded.line(ref, finding.path) if loaded else ref.line
+            return Located(self._display(ref.path), line, finding)
+        return Located(str(self.root), None, finding)
+
+    def _display(self, rel: str) -> str:
+        return os.path.normpath(os.path.join(self.root, rel))
+
+
+def _stamp(path: pathlib.Path) -> tuple[int, ...] | None:
+    """What identifies a file's content cheaply; None when it is gone. Follows symlinks."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _path(source: object) -> str | None:
+    return source.path if isinstance(source, loading.DocRef) else None
