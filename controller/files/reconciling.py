@@ -247,7 +247,14 @@ class Reconciler:
         found: list[findings.Finding] = []
         for rel in sorted(self.loaded):
             found.extend(self.loaded[rel].errors)
-        found.extend(self.inventory.findings)
+        bad = self._bad_files()
+        found.extend(
+            f
+            for f in self.inventory.findings
+            # A file that does not parse may declare the missing account: only a
+            # consequence of that error, not a second one to report.
+            if not (bad and f.reason is findings.Reason.ORPHAN_OVERRIDE)
+        )
         for namespace in sorted(self.results):
             found.extend(self.results[namespace].findings)
         located = [self.locate(f) for f in found]
