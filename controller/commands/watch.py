@@ -6,7 +6,6 @@ import argparse
 import logging
 import pathlib
 import signal
-import threading
 from typing import Any
 
 from controller.commands import common
@@ -40,9 +39,6 @@ def run(args: argparse.Namespace) -> int:
     reconciler = reconciling.Reconciler(
         common.load_catalog(), args.directory, outputs.OutputDir(args.output)
     )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     seen: set[str] = set()
 
     def on_report(report: reconciling.PassReport, what: str) -> None:
@@ -60,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
             log.warning("kept last good output of %s: its declarations have errors", namespace)
         log.info("%s: %s", what, common.summary(report))
 
+    watch = watching.Watch(reconciler, on_report, resync=args.resync)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: watch.stop())
     log.info("watching %s, writing to %s (Ctrl-C to stop)", args.directory, args.output)
-    watching.watch(reconciler, on_report, stop, resync=args.resync)
+    watch.run()
     log.info("stopped")
     return 0
 

@@ -28,7 +28,7 @@ from controller.core import errors, rendering
 
 STATE_DIR = ".settings-controller"
 STATE_FILE = "state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
 MANIFEST = f"{rendering.CONFIGMAP_NAME}.yaml"
 
 # Outputs are read by workloads and written only by the controller.
@@ -51,8 +51,7 @@ class OutputError(errors.SettingsError):
 class Record:
     account: str
     sources: list[str]  # declaration files that produced this output
-    hash: str
-    files: list[str]
+    files: dict[str, str]  # file name -> content hash
 
 
 class _BlockStyleDumper(_Dumper):  # type: ignore[valid-type, misc]
@@ -115,31 +114,36 @@ class OutputDir:
     def write_account(
         self, namespace: str, account: str, data: Mapping[str, str], sources: Sequence[str]
     ) -> bool:
-        """Bring ``OUT/<namespace>/`` to ``data``. Returns whether any file was (re)written."""
+        """Bring ``OUT/<namespace>/`` to ``data``. Returns whether any file was (re)written.
+
+        Only files whose content changed are replaced, so a workload watching
+        one integration's JSON is not woken by another's change.
+        """
         files = {MANIFEST: manifest_yaml(rendering.configmap(account, namespace, data)), **data}
-        digest = rendering.content_hash(files)
+        hashes = {name: rendering.content_hash({name: content}) for name, content in files.items()}
         directory = self.root / namespace
         old = self.records.get(namespace)
-        unchanged = (
-            old is not None
-            and old.hash == digest
-            and all((directory / name).is_file() for name in files)
-        )
-        if not unchanged:
-            try:
+        old_hashes = old.files if old else {}
+        stale = [
+            name
+            for name in files
+            if old_hashes.get(name) != hashes[name] or not (directory / name).is_file()
+        ]
+        try:
+            if stale:
                 directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-                for name, content in files.items():
-                    write_atomic(directory / name, content)
-                for stale in set(old.files if old else ()) - set(files):
-                    with contextlib.suppress(FileNotFoundError):
-                        (directory / stale).unlink()
-            except OSError as e:
-                raise OutputError(directory, f"cannot write outputs: {e.strerror or e}") from e
-        record = Record(account, sorted(sources), digest, sorted(files))
+            for name in stale:
+                write_atomic(directory / name, files[name])
+            for name in set(old_hashes) - set(files):
+                with contextlib.suppress(FileNotFoundError):
+                    (directory / name).unlink()
+        except OSError as e:
+            raise OutputError(directory, f"cannot write outputs: {e.strerror or e}") from e
+        record = Record(account, sorted(sources), dict(sorted(hashes.items())))
         if old != record:
             self.records[namespace] = record
             self._dirty = True
-        return not unchanged
+        return bool(stale)
 
     def remove_account(self, namespace: str) -> bool:
         record = self.records.pop(namespace, None)

@@ -45,6 +45,8 @@ class _Collector(events.FileSystemEventHandler):
     def on_any_event(self, event: events.FileSystemEvent) -> None:
         if event.event_type in _IGNORED:
             return
+        if event.is_directory and event.event_type == events.EVENT_TYPE_MODIFIED:
+            return  # "its entries changed": the entries' own events say which
         paths = [event.src_path, getattr(event, "dest_path", "")]
         with self._lock:
             for raw in paths:
@@ -74,46 +76,65 @@ class _Collector(events.FileSystemEventHandler):
 Callback = Callable[[reconciling.PassReport, str], None]
 
 
-def watch(
-    reconciler: reconciling.Reconciler,
-    on_report: Callback,
-    stop: threading.Event,
-    *,
-    debounce: float = 0.05,
-    max_delay: float = 1.0,
-    resync: float = 30.0,
-) -> None:
-    """Run passes until ``stop`` is set. ``on_report(report, what)`` hears of each pass."""
-    root = os.path.abspath(reconciler.root)
-    collector = _Collector(root)
-    observer = observers.Observer()
-    observer.schedule(collector, os.path.dirname(root), recursive=False)
-    root_watch = _arm(observer, collector, root)
-    observer.start()
-    try:
-        on_report(reconciler.run(), "start")
-        while not stop.is_set():
-            woke = collector.wake.wait(timeout=resync)
-            if stop.is_set():
-                break
-            if woke:
-                _settle(collector.wake, debounce, max_delay)
-            changed, rescan, rewatch = collector.take()
-            if rewatch or root_watch is None:
-                root_watch = _rearm(observer, collector, root, root_watch)
-            if not woke or rescan:
-                report = reconciler.run()
-                what = "rescan" if woke else "periodic rescan"
-            elif changed:
-                report = reconciler.run(changed)
-                what = ", ".join(sorted(changed))
-            else:
-                continue
-            if woke or report.written or report.removed:
-                on_report(report, what)
-    finally:
-        observer.stop()
-        observer.join()
+class Watch:
+    """A running watch: ``run()`` blocks until ``stop()`` (safe from a signal handler)."""
+
+    def __init__(
+        self,
+        reconciler: reconciling.Reconciler,
+        on_report: Callback,
+        *,
+        debounce: float = 0.05,
+        max_delay: float = 1.0,
+        resync: float = 30.0,
+    ) -> None:
+        self.reconciler = reconciler
+        self.on_report = on_report
+        self.debounce, self.max_delay, self.resync = debounce, max_delay, resync
+        self.root = os.path.abspath(reconciler.root)
+        self.collector = _Collector(self.root)
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.collector.wake.set()
+
+    def run(self) -> None:
+        observer = observers.Observer()
+        observer.schedule(self.collector, os.path.dirname(self.root), recursive=False)
+        root_watch = _arm(observer, self.collector, self.root)
+        observer.start()
+        try:
+            # Watching started first: a change made during this pass is not missed.
+            self.on_report(self.reconciler.run(), "start")
+            while not self._stopping.is_set():
+                root_watch = self._step(observer, root_watch)
+        finally:
+            observer.stop()
+            observer.join()
+
+    def _step(
+        self, observer: BaseObserver, root_watch: ObservedWatch | None
+    ) -> ObservedWatch | None:
+        woke = self.collector.wake.wait(timeout=self.resync)
+        if self._stopping.is_set():
+            return root_watch
+        if woke:
+            _settle(self.collector.wake, self.debounce, self.max_delay)
+        changed, rescan, rewatch = self.collector.take()
+        if rewatch or root_watch is None:
+            root_watch = _rearm(observer, self.collector, self.root, root_watch)
+        if not woke or rescan:
+            report = self.reconciler.run()
+            what = "rescan" if woke else "periodic rescan"
+        elif changed:
+            report = self.reconciler.run(changed)
+            what = ", ".join(sorted(changed))
+        else:
+            return root_watch
+        if woke or report.written or report.removed:
+            self.on_report(report, what)
+        return root_watch
 
 
 def _settle(wake: threading.Event, debounce: float, max_delay: float) -> None:

@@ -39,10 +39,17 @@ GLOBAL_SPEC: dict[str, Any] = {
 def global_body(**spec_changes: Any) -> dict[str, Any]:
     spec = copy.deepcopy(GLOBAL_SPEC)
     spec.update(spec_changes)
-    return {"apiVersion": API, "kind": "GlobalIntegrationSettings", "metadata": {"name": "default"}, "spec": spec}
+    return {
+        "apiVersion": API,
+        "kind": "GlobalIntegrationSettings",
+        "metadata": {"name": "default"},
+        "spec": spec,
+    }
 
 
-def account_body(name: str = "acct-123", plan: str = "pro", namespace: str | None = None) -> dict[str, Any]:
+def account_body(
+    name: str = "acct-123", plan: str = "pro", namespace: str | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": API,
         "kind": "Account",
@@ -52,7 +59,9 @@ def account_body(name: str = "acct-123", plan: str = "pro", namespace: str | Non
 
 
 def override_body(
-    type_: str = "openai", namespace: str = "acct-123", overrides: dict[str, Any] | None = None,
+    type_: str = "openai",
+    namespace: str = "acct-123",
+    overrides: dict[str, Any] | None = None,
     is_active: bool | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"overrides": overrides or {}}

@@ -46,10 +46,14 @@ def test_defaults_are_checked_against_the_integration_schema(catalog: catalog_.C
     body["spec"]["integrations"]["openai"]["defaults"]["temperature"] = 3
     del body["spec"]["integrations"]["openai"]["defaults"]["max_tokens"]
     assert problems(catalog, body) == [
-        (("spec", "integrations", "openai", "defaults"),
-         "spec.integrations.openai.defaults: missing required field 'max_tokens'"),
-        (("spec", "integrations", "openai", "defaults", "temperature"),
-         "spec.integrations.openai.defaults.temperature: must be <= 2"),
+        (
+            ("spec", "integrations", "openai", "defaults"),
+            "spec.integrations.openai.defaults: missing required field 'max_tokens'",
+        ),
+        (
+            ("spec", "integrations", "openai", "defaults", "temperature"),
+            "spec.integrations.openai.defaults.temperature: must be <= 2",
+        ),
     ]
 
 
@@ -91,22 +95,29 @@ def reasons_of(inv: inventory.Inventory) -> list[str]:
 
 def test_inventory_checks(catalog: catalog_.Catalog) -> None:
     p = lambda body: builders.parsed(catalog, body)  # noqa: E731
-    inv = inventory.assemble([
-        p(builders.global_body()),
-        p(builders.global_body()),
-        p(builders.account_body("a")),
-        p(builders.account_body("a", namespace="a2")),
-        p(builders.account_body("b", namespace="shared")),
-        p(builders.account_body("c", namespace="shared")),
-        p(builders.account_body("d")),
-        p(builders.override_body(namespace="d")),
-        p(builders.override_body(namespace="d")),
-        p(builders.override_body(namespace="nobody")),
-    ])
+    inv = inventory.assemble(
+        [
+            p(builders.global_body()),
+            p(builders.global_body()),
+            p(builders.account_body("a")),
+            p(builders.account_body("a", namespace="a2")),
+            p(builders.account_body("b", namespace="shared")),
+            p(builders.account_body("c", namespace="shared")),
+            p(builders.account_body("d")),
+            p(builders.override_body(namespace="d")),
+            p(builders.override_body(namespace="d")),
+            p(builders.override_body(namespace="nobody")),
+        ]
+    )
     assert reasons_of(inv) == [
-        "DuplicateObject", "DuplicateObject", "DuplicateObject", "DuplicateObject",
-        "GlobalNotSingleton", "GlobalNotSingleton",
-        "NamespaceConflict", "NamespaceConflict",
+        "DuplicateObject",
+        "DuplicateObject",
+        "DuplicateObject",
+        "DuplicateObject",
+        "GlobalNotSingleton",
+        "GlobalNotSingleton",
+        "NamespaceConflict",
+        "NamespaceConflict",
         "NoAccountForNamespace",
     ]
     assert inv.global_ is None

@@ -71,7 +71,9 @@ def test_seed_account_456(catalog: catalog_.Catalog) -> None:
 
 def test_map_field_is_replaced_whole(catalog: catalog_.Catalog) -> None:
     # One name per setting: sizes is one field, so an override replaces the map.
-    image = doc(merge(catalog, {"image_generation": {"sizes": {"inline": "512x512"}}}), "image_generation")
+    image = doc(
+        merge(catalog, {"image_generation": {"sizes": {"inline": "512x512"}}}), "image_generation"
+    )
     assert image["sizes"] == {"inline": "512x512"}
 
 
@@ -102,10 +104,22 @@ def test_using_global(
 
 @pytest.mark.parametrize(
     "name",
-    ["apiKey", "api_key", "openai_api_key", "dalle_api_key", "API-KEY", "clientSecret", "db_password",
-     "access_token", "Bearer", "PASSWORD"],
+    [
+        "apiKey",
+        "api_key",
+        "openai_api_key",
+        "dalle_api_key",
+        "API-KEY",
+        "clientSecret",
+        "db_password",
+        "access_token",
+        "Bearer",
+        "PASSWORD",
+    ],
 )
-def test_credential_like_fields_are_stripped_and_flagged(catalog: catalog_.Catalog, name: str) -> None:
+def test_credential_like_fields_are_stripped_and_flagged(
+    catalog: catalog_.Catalog, name: str
+) -> None:
     result = merge(catalog, {"openai": {name: "sk-FAKE-0123456789", "model": "gpt-4o"}})
     assert "sk-FAKE" not in json.dumps(result.data)
     assert doc(result, "openai")["overridden"] == ["model"]  # the rest still applies
@@ -129,7 +143,9 @@ def test_max_tokens_is_not_a_credential(catalog: catalog_.Catalog) -> None:
 
 
 def test_nested_credential_names_reject_the_field(catalog: catalog_.Catalog) -> None:
-    result = merge(catalog, {"image_generation": {"sizes": {"api_key": "1024x1024"}, "image_style": "natural"}})
+    result = merge(
+        catalog, {"image_generation": {"sizes": {"api_key": "1024x1024"}, "image_style": "natural"}}
+    )
     image = doc(result, "image_generation")
     assert image["overridden"] == ["image_style"]
     assert reasons(result) == ["CredentialFieldStripped"]
@@ -157,7 +173,10 @@ def test_key_shaped_values_never_reach_outputs(catalog: catalog_.Catalog) -> Non
     ],
 )
 def test_rejected_values(catalog: catalog_.Catalog, field: str, value: Any, why: str) -> None:
-    result = merge(catalog, {"openai": {field: value, "max_tokens" if field != "max_tokens" else "temperature": 1}})
+    result = merge(
+        catalog,
+        {"openai": {field: value, "max_tokens" if field != "max_tokens" else "temperature": 1}},
+    )
     openai = doc(result, "openai")
     assert field not in openai["overridden"] and len(openai["overridden"]) == 1
     [finding] = result.findings
@@ -167,7 +186,12 @@ def test_rejected_values(catalog: catalog_.Catalog, field: str, value: Any, why:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("service", "midjourney"), ("image_quality", "ultra"), ("sizes", {"featured": "big"}), ("sizes", {})],
+    [
+        ("service", "midjourney"),
+        ("image_quality", "ultra"),
+        ("sizes", {"featured": "big"}),
+        ("sizes", {}),
+    ],
 )
 def test_rejected_image_values(catalog: catalog_.Catalog, field: str, value: Any) -> None:
     result = merge(catalog, {"image_generation": {field: value}})

@@ -12,7 +12,9 @@ from tests.filemode.outputs import contents, effective, manifest, snapshot
 ACCOUNTS = ["acct-123", "acct-456", "acct-789", "acct-free", "acct-paused"]
 
 
-def test_examples_render_the_seed_table(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_examples_render_the_seed_table(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     out = tmp_path / "out"
     done = cli("reconcile", declarations, "--output", out)
     assert done.returncode == 0, done.stderr
@@ -20,13 +22,26 @@ def test_examples_render_the_seed_table(cli: RunCli, declarations: pathlib.Path,
 
     # Scenario 2 (customise) and the seed's rows 100-102.
     assert effective(out, "acct-123", "openai") == {
-        "id": "openai", "enabled": True, "model": "gpt-4o", "temperature": 0.8, "max_tokens": 8192,
-        "using_global": False, "overridden": ["model", "temperature"],
+        "id": "openai",
+        "enabled": True,
+        "model": "gpt-4o",
+        "temperature": 0.8,
+        "max_tokens": 8192,
+        "using_global": False,
+        "overridden": ["model", "temperature"],
     }
     image = effective(out, "acct-123", "image_generation")
-    assert (image["service"], image["model"], image["using_global"]) == ("runware", "runware:100@1", False)
+    assert (image["service"], image["model"], image["using_global"]) == (
+        "runware",
+        "runware:100@1",
+        False,
+    )
     openai_456 = effective(out, "acct-456", "openai")
-    assert (openai_456["model"], openai_456["max_tokens"], openai_456["temperature"]) == ("gpt-4.1", 4000, 0.7)
+    assert (openai_456["model"], openai_456["max_tokens"], openai_456["temperature"]) == (
+        "gpt-4.1",
+        4000,
+        0.7,
+    )
     assert effective(out, "acct-456", "image_generation")["using_global"] is True
     # Scenario 1 (new user), a free plan and an inactive override all use the defaults.
     for namespace in ("acct-789", "acct-free", "acct-paused"):
@@ -37,17 +52,24 @@ def test_examples_render_the_seed_table(cli: RunCli, declarations: pathlib.Path,
     assert "acct-paused.yaml:17: note:" in done.stderr and "isActive is false" in done.stderr
 
 
-def test_manifest_is_a_configmap_with_the_json_files(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_manifest_is_a_configmap_with_the_json_files(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     out = tmp_path / "out"
     cli("reconcile", declarations, "--output", out)
     cm = manifest(out, "acct-123")
     assert cm["apiVersion"] == "v1" and cm["kind"] == "ConfigMap"
-    assert cm["metadata"]["name"] == "integration-settings" and cm["metadata"]["namespace"] == "acct-123"
+    assert (
+        cm["metadata"]["name"] == "integration-settings"
+        and cm["metadata"]["namespace"] == "acct-123"
+    )
     assert cm["metadata"]["labels"] == {
         "app.kubernetes.io/managed-by": "settings-controller",
         "integrations.igny8.com/account": "acct-123",
     }
-    assert cm["metadata"]["annotations"]["integrations.igny8.com/content-hash"].startswith("sha256:")
+    assert cm["metadata"]["annotations"]["integrations.igny8.com/content-hash"].startswith(
+        "sha256:"
+    )
     for type_ in ("openai", "image_generation"):
         assert cm["data"][f"{type_}.json"] == (out / "acct-123" / f"{type_}.json").read_text()
 
@@ -65,7 +87,9 @@ def test_outputs_are_deterministic_and_unchanged_ones_not_rewritten(
     assert contents(other) == contents(out)  # byte-identical from scratch
 
 
-def test_outputs_are_not_world_writable(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_outputs_are_not_world_writable(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     out = tmp_path / "out"
     cli("reconcile", declarations, "--output", out)
     for path in out.rglob("*"):
@@ -73,7 +97,9 @@ def test_outputs_are_not_world_writable(cli: RunCli, declarations: pathlib.Path,
         assert not path.stat().st_mode & stat.S_IWGRP, path
 
 
-def test_reset_by_deleting_the_override(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_reset_by_deleting_the_override(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     # Scenario 3: deleting the IntegrationSettings object is "reset to defaults".
     out = tmp_path / "out"
     cli("reconcile", declarations, "--output", out)
@@ -85,7 +111,9 @@ def test_reset_by_deleting_the_override(cli: RunCli, declarations: pathlib.Path,
     assert "1 written, 4 unchanged" in done.stderr
 
 
-def test_global_change_reaches_only_non_overriders(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_global_change_reaches_only_non_overriders(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     # Scenario 4: the admin changes the default model.
     out = tmp_path / "out"
     cli("reconcile", declarations, "--output", out)
@@ -101,19 +129,30 @@ def test_global_change_reaches_only_non_overriders(cli: RunCli, declarations: pa
     assert "3 written, 2 unchanged" in done.stderr
 
 
-def test_key_in_override_is_stripped_and_reported(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_key_in_override_is_stripped_and_reported(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     out = tmp_path / "out"
     path = declarations / "accounts" / "acct-123.yaml"
-    path.write_text(path.read_text().replace("    temperature: 0.8\n", "    temperature: 0.8\n    apiKey: sk-FAKE-STRIPME-1\n"))
+    path.write_text(
+        path.read_text().replace(
+            "    temperature: 0.8\n", "    temperature: 0.8\n    apiKey: sk-FAKE-STRIPME-1\n"
+        )
+    )
     done = cli("reconcile", declarations, "--output", out)
     assert done.returncode == 1
     line = path.read_text().splitlines().index("    apiKey: sk-FAKE-STRIPME-1") + 1
-    assert f"acct-123.yaml:{line}: error: IntegrationSettings acct-123/openai: spec.overrides.apiKey: stripped" in done.stderr
+    assert (
+        f"acct-123.yaml:{line}: error: IntegrationSettings acct-123/openai: spec.overrides.apiKey: stripped"
+        in done.stderr
+    )
     assert effective(out, "acct-123", "openai")["overridden"] == ["model", "temperature"]
     assert "sk-FAKE-STRIPME" not in done.stderr + done.stdout + json.dumps(contents(out))
 
 
-def test_invalid_yaml_keeps_last_good_output(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_invalid_yaml_keeps_last_good_output(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     out = tmp_path / "out"
     cli("reconcile", declarations, "--output", out)
     good_123 = {k: v for k, v in snapshot(out).items() if k.startswith("acct-123/")}
@@ -134,19 +173,25 @@ def test_invalid_yaml_keeps_last_good_output(cli: RunCli, declarations: pathlib.
     assert effective(out, "acct-123", "openai")["max_tokens"] == 9000
 
 
-def test_schema_error_keeps_last_good_output(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_schema_error_keeps_last_good_output(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     out = tmp_path / "out"
     cli("reconcile", declarations, "--output", out)
     path = declarations / "accounts" / "acct-456.yaml"
     path.write_text(path.read_text().replace("  plan: pro", "  plan: [pro]"))
     done = cli("reconcile", declarations, "--output", out)
     assert done.returncode == 1
-    assert "acct-456.yaml:8: error: Account acct-456: spec.plan: must be of type string" in done.stderr
+    assert (
+        "acct-456.yaml:8: error: Account acct-456: spec.plan: must be of type string" in done.stderr
+    )
     assert "1 error," in done.stderr  # and no cascade about its overrides' namespace
     assert effective(out, "acct-456", "openai")["model"] == "gpt-4.1"
 
 
-def test_broken_global_keeps_every_output(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_broken_global_keeps_every_output(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     out = tmp_path / "out"
     cli("reconcile", declarations, "--output", out)
     before = snapshot(out)
@@ -156,7 +201,9 @@ def test_broken_global_keeps_every_output(cli: RunCli, declarations: pathlib.Pat
     assert snapshot(out) == before
 
 
-def test_removed_account_loses_its_outputs(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_removed_account_loses_its_outputs(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     out = tmp_path / "out"
     cli("reconcile", declarations, "--output", out)
     (declarations / "accounts" / "acct-paused.yaml").unlink()
@@ -165,17 +212,27 @@ def test_removed_account_loses_its_outputs(cli: RunCli, declarations: pathlib.Pa
     assert not (out / "acct-paused").exists()
 
 
-def test_a_second_global_is_an_error(cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_a_second_global_is_an_error(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     (declarations / "copy.yaml").write_text((declarations / "global.yaml").read_text())
     done = cli("reconcile", declarations, "--output", tmp_path / "out")
     assert done.returncode == 1
-    assert "copy.yaml:7: error: GlobalIntegrationSettings default: GlobalIntegrationSettings is a singleton" in done.stderr
+    assert (
+        "copy.yaml:7: error: GlobalIntegrationSettings default: GlobalIntegrationSettings is a singleton"
+        in done.stderr
+    )
     assert "global.yaml:7: error:" in done.stderr
 
 
 def test_usage_errors_exit_2(cli: RunCli, tmp_path: pathlib.Path) -> None:
-    for args in ([], ["reconcile"], ["reconcile", tmp_path / "missing", "--output", tmp_path], ["frobnicate"],
-                 ["get", "acct-1"]):
+    for args in (
+        [],
+        ["reconcile"],
+        ["reconcile", tmp_path / "missing", "--output", tmp_path],
+        ["frobnicate"],
+        ["get", "acct-1"],
+    ):
         done = cli(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert "usage:" in done.stderr

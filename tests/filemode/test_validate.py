@@ -104,14 +104,20 @@ def test_field_findings_point_at_the_override_line(cli: RunCli, tmp_path: pathli
         pytest.param("x: " + "[" * 100 + "]" * 100 + "\n", 1, "deeper than", id="deep"),
         pytest.param(
             "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
-            + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-                      for p, c in zip("abcdefg", "bcdefgh", strict=True)),
-            1, "alias expansions", id="billion-laughs",
+            + "".join(
+                f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                for p, c in zip("abcdefg", "bcdefgh", strict=True)
+            ),
+            1,
+            "alias expansions",
+            id="billion-laughs",
         ),
         pytest.param("\x00\x01", 1, "invalid YAML", id="control-chars"),
     ],
 )
-def test_yaml_problems(cli: RunCli, tmp_path: pathlib.Path, text: str, line: int, message: str) -> None:
+def test_yaml_problems(
+    cli: RunCli, tmp_path: pathlib.Path, text: str, line: int, message: str
+) -> None:
     path = tmp_path / "doc.yaml"
     path.write_text(text)
     done = cli("validate", path, timeout=30)
@@ -163,7 +169,11 @@ def test_get_json_and_yaml_match_the_mounted_json(cli: RunCli, tmp_path: pathlib
     as_json = json.loads(cli("get", "acct-456", "openai", "-d", EXAMPLES, "-o", "json").stdout)
     assert as_json == json.loads((tmp_path / "acct-456" / "openai.json").read_text())
     both = cli("get", "acct-456", "-d", EXAMPLES, "-o", "yaml")
-    assert both.returncode == 0 and "image_generation:" in both.stdout and "using_global: false" in both.stdout
+    assert (
+        both.returncode == 0
+        and "image_generation:" in both.stdout
+        and "using_global: false" in both.stdout
+    )
 
 
 def test_get_unknown_account(cli: RunCli) -> None:
