@@ -7,8 +7,9 @@ OpenAPI v3 subset. ``structural`` translates what has a CRD equivalent
 drops what a structural schema cannot hold (``additionalProperties: false``:
 the API server prunes unknown fields instead, and ``kubectl`` refuses them under
 strict field validation). Rules the schema states elsewhere (the global's name,
-the override's name, no key-like names in ``overrides``) become CEL
-``x-kubernetes-validations``, so the API server refuses them at admission.
+the override's name) become CEL ``x-kubernetes-validations``, so the API
+server refuses them at admission; key-like names in ``overrides`` are refused
+by the admission policy ``key_names_policy`` builds.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import jsonschema
 
 from controller.core import catalog, credentials, errors
 
-GENERATED_HEADER = "# DO NOT EDIT: generated from schemas/ by `settings-controller crds --output-dir deploy/crd`.\n"
+GENERATED_HEADER = (
+    "# DO NOT EDIT: generated from schemas/ by `settings-controller crds --output-dir deploy/crd "
+    "--policy-file deploy/policy/no-keys-in-overrides.yaml`.\n"
+)
 
 # Keywords a structural schema accepts as they are.
 _KEPT = frozenset(
@@ -46,10 +50,6 @@ _KEPT = frozenset(
         "nullable",
     }
 )
-
-# Bounds the CEL cost estimator needs on a free-form map; far above what a
-# real override needs (an integration has a handful of fields).
-OVERRIDES_MAX_PROPERTIES = 64
 
 KEY_HINT = (
     "platform keys cannot be set in an account's overrides; they come from the "
@@ -222,8 +222,14 @@ def _root_rules(cat: catalog.Catalog, kind: catalog.Kind) -> list[dict[str, str]
     return []
 
 
-def overrides_schema(cat: catalog.Catalog, source: Mapping[str, Any]) -> dict[str, Any]:
-    """``spec.overrides``: a map of any values whose key-like names are refused at admission."""
+def key_names_policy(cat: catalog.Catalog) -> list[dict[str, Any]]:
+    """A ValidatingAdmissionPolicy (and binding) refusing key-like names in ``spec.overrides``.
+
+    Not a CRD rule: ``overrides`` preserves unknown fields, and CRD CEL cannot
+    see the keys of such a map (Kubernetes 1.37 refuses ``self.exists`` on it at
+    compile time, and ``dyn(self)`` fails at run time). An admission policy
+    sees the request as plain JSON, so it can.
+    """
     # Only the overridable fields that would match (max_tokens), folded as the core folds.
     exempt = sorted(
         {
@@ -233,32 +239,55 @@ def overrides_schema(cat: catalog.Catalog, source: Mapping[str, Any]) -> dict[st
         }
     )
     folded = "k.lowerAscii().replace('_', '').replace('-', '').replace('.', '')"
-    bad = f"k.matches({_cel_string(credentials.CREDENTIAL_NAME_PATTERN)}) && !({folded} in {_cel_list(exempt)})"
-    return {
-        "type": "object",
-        "description": source.get("description", ""),
-        "maxProperties": OVERRIDES_MAX_PROPERTIES,
-        # Any value: the operator checks each field against its integration's
-        # schema and strips or rejects it by name.
-        "additionalProperties": {"x-kubernetes-preserve-unknown-fields": True},
-        "x-kubernetes-validations": [
-            {
-                "rule": f"!self.exists(k, {bad})",
-                "messageExpression": f"{_cel_string('refused: ')} + self.filter(k, {bad})"
-                f".join({_cel_string(', ')}) + {_cel_string(' looks like a platform key; ' + KEY_HINT)}",
-                "reason": "FieldValueForbidden",
-            }
-        ],
+    pattern = _cel_string(credentials.CREDENTIAL_NAME_PATTERN)
+    bad = f"k.matches({pattern}) && !({folded} in {_cel_list(exempt)})"
+    name = "settings-controller-no-keys-in-overrides"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "settings-controller"}},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [catalog.GROUP],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": [cat.kinds[catalog.OVERRIDE].plural],
+                    }
+                ]
+            },
+            "variables": [
+                {
+                    "name": "overrides",
+                    "expression": "has(object.spec) && has(object.spec.overrides) "
+                    "? object.spec.overrides : {}",
+                },
+            ],
+            "validations": [
+                {
+                    "expression": f"!variables.overrides.exists(k, {bad})",
+                    "messageExpression": f"{_cel_string('spec.overrides: ')} + "
+                    f"variables.overrides.filter(k, {bad}).join({_cel_string(', ')}) + "
+                    f"{_cel_string(' looks like a platform key and is refused: ' + KEY_HINT)}",
+                    "reason": "Forbidden",
+                }
+            ],
+        },
     }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "settings-controller"}},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+    return [policy, binding]
 
 
 def openapi_schema(cat: catalog.Catalog, kind: catalog.Kind) -> dict[str, Any]:
     props = kind.schema["properties"]
     spec = structural(props["spec"], "spec")
-    if kind.name == catalog.OVERRIDE:
-        spec["properties"]["overrides"] = overrides_schema(
-            cat, props["spec"]["properties"]["overrides"]
-        )
     schema: dict[str, Any] = {
         "type": "object",
         "description": kind.schema.get("description", ""),

@@ -1,0 +1,84 @@
+"""deploy/crd and the generated admission policy never drift from schemas/."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controller.cluster import crds
+from controller.core import catalog as catalog_
+from tests.conftest import CLI, REPO
+
+
+def test_committed_crds_match_schemas() -> None:
+    proc = subprocess.run(
+        [
+            str(CLI),
+            "crds",
+            "--check",
+            "--output-dir",
+            "deploy/crd",
+            "--policy-file",
+            "deploy/policy/no-keys-in-overrides.yaml",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_check_notices_a_hand_edit(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "crd"
+    args = [str(CLI), "crds", "--output-dir", str(out)]
+    assert subprocess.run(args, capture_output=True, timeout=60).returncode == 0
+    edited = out / "integrations.igny8.com_accounts.yaml"
+    edited.write_text(edited.read_text().replace("plan", "tier", 1))
+    proc = subprocess.run([*args, "--check"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "integrations.igny8.com_accounts.yaml" in proc.stderr
+
+
+def _walk(node: object, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _walk(value, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("kind", catalog_.KINDS)
+def test_schemas_are_structural(catalog: catalog_.Catalog, kind: str) -> None:
+    schema = crds.crd(catalog, kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        if path.endswith(".properties") or path.endswith("x-kubernetes-validations"):
+            continue
+        if "type" in node or "x-kubernetes-preserve-unknown-fields" in node:
+            assert not ({"const", "$schema", "$id", "propertyNames"} & set(node)), path
+            assert not node.get("uniqueItems"), path
+            assert not ("additionalProperties" in node and "properties" in node), path
+
+
+def test_override_names_are_object_names(catalog: catalog_.Catalog) -> None:
+    # Kubernetes object names cannot hold "_": image_generation is image-generation.
+    names = {crds.object_name(t) for t in catalog.integrations}
+    assert "image-generation" in names
+    assert all(crds.type_of(n, catalog) is not None for n in names)
+    assert crds.type_of("image_generation", catalog) == "image_generation"
+    assert crds.type_of("nope", catalog) is None
+
+
+def test_account_columns_show_platform_defaults_per_integration(
+    catalog: catalog_.Catalog,
+) -> None:
+    columns = crds.printer_columns(catalog, catalog_.ACCOUNT)
+    paths = {c["jsonPath"] for c in columns}
+    for type_name in catalog.integrations:
+        assert f".status.usingGlobal.{type_name}" in paths
