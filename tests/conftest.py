@@ -33,8 +33,9 @@ def catalog() -> catalog_.Catalog:
 def cli() -> RunCli:
     """Run ``settings-controller`` in a subprocess, as a user would."""
 
-    def run(*args: str | pathlib.Path, cwd: pathlib.Path | None = None, timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str | pathlib.Path, cwd: pathlib.Path | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(CLI), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout
         )

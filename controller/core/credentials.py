@@ -63,6 +63,11 @@ def looks_like_key_value(value: Any) -> bool:
     )
 
 
+def printable_name(name: str) -> str:
+    """A field or object name safe to print: one shaped like a key is never echoed."""
+    return "<name that looks like a key>" if looks_like_key_value(name) else name
+
+
 def nested_names(value: Any) -> Iterator[str]:
     """Every mapping key anywhere inside ``value`` (a decoded JSON/YAML value)."""
     stack = [value]

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from controller.core import catalog, findings, validation
+from controller.core import catalog, credentials, findings, validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,10 +75,11 @@ def ref_of(body: Mapping[str, Any]) -> findings.ObjectRef:
     meta = body.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
     name, namespace = meta.get("name"), meta.get("namespace")
+    kind = body.get("kind")
     return findings.ObjectRef(
-        kind=str(body.get("kind", "?")),
-        name=name if isinstance(name, str) else "?",
-        namespace=namespace if isinstance(namespace, str) else None,
+        kind=credentials.printable_name(kind) if isinstance(kind, str) else "(no kind)",
+        name=credentials.printable_name(name) if isinstance(name, str) else "(no name)",
+        namespace=credentials.printable_name(namespace) if isinstance(namespace, str) else None,
     )
 
 

@@ -12,9 +12,10 @@ import collections
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-from controller.core import catalog, declarations, findings
+from controller.core import catalog, credentials, declarations, findings
 
 Reason = findings.Reason
+printable = credentials.printable_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +75,8 @@ def assemble(declared: Iterable[declarations.Declaration]) -> Inventory:
             found.extend(
                 findings.error(
                     Reason.NAMESPACE_CONFLICT,
-                    f"spec.namespace: namespace {namespace!r} is claimed by more than one account "
-                    f"({', '.join(sorted({a.name for a in same}))})",
+                    f"spec.namespace: namespace {printable(namespace)!r} is claimed by more than one account "
+                    f"({', '.join(sorted({printable(a.name) for a in same}))})",
                     a.ref,
                     ("spec", "namespace"),
                     a.source,
@@ -103,7 +104,7 @@ def assemble(declared: Iterable[declarations.Declaration]) -> Inventory:
             found.append(
                 findings.error(
                     Reason.ORPHAN_OVERRIDE,
-                    f"metadata.namespace: no Account has spec.namespace {namespace!r}, "
+                    f"metadata.namespace: no Account has spec.namespace {printable(namespace)!r}, "
                     "so these overrides belong to no account",
                     o.ref,
                     ("metadata", "namespace"),

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from controller.core import catalog, credentials, declarations, findings, rendering
+from controller.core import catalog, credentials, declarations, findings, rendering, validation
 
 Reason = findings.Reason
 
@@ -81,7 +81,7 @@ def merge_account(
         found.append(
             findings.note(
                 Reason.UNKNOWN_PLAN,
-                f"plan {account.plan!r} is not listed in GlobalIntegrationSettings spec.plans, "
+                f"plan {credentials.printable_name(account.plan)!r} is not listed in GlobalIntegrationSettings spec.plans, "
                 "so its overrides are not applied",
                 account.ref,
                 ("spec", "plan"),
@@ -92,7 +92,7 @@ def merge_account(
         found.append(
             findings.note(
                 Reason.PLAN_FORBIDS,
-                f"plan {account.plan!r} may not override defaults; the account uses the platform defaults",
+                f"plan {credentials.printable_name(account.plan)!r} may not override defaults; the account uses the platform defaults",
                 account.ref,
                 ("spec", "plan"),
                 account.source,
@@ -162,14 +162,14 @@ def screen_overrides(
         path = ("spec", "overrides", field)
         found.append(
             findings.error(
-                reason, f"spec.overrides.{field}: {text}", override.ref, path, override.source
+                reason, f"{validation.dotted(path)}: {text}", override.ref, path, override.source
             )
         )
 
     for field in sorted(override.overrides):
         value = override.overrides[field]
         if field not in itype.fields:
-            if cat.looks_like_credential(field):
+            if cat.looks_like_credential(field) or credentials.looks_like_key_value(field):
                 reject(Reason.CREDENTIAL_STRIPPED, field, "stripped: " + _KEY_HINT)
             else:
                 reject(

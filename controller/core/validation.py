@@ -15,6 +15,8 @@ from typing import Any
 
 import jsonschema
 
+from controller.core import credentials
+
 Path = tuple[str | int, ...]
 
 
@@ -25,9 +27,14 @@ class Problem:
 
 
 def dotted(path: Path) -> str:
+    """``spec.overrides.model``; every printed path goes through here, so names are redacted here."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = credentials.printable_name(part)
+            out += f".{name}" if out else name
     return out
 
 
