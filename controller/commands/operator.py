@@ -3,13 +3,62 @@
 from __future__ import annotations
 
 import argparse
+import os
+import pathlib
 from typing import Any
+
+from controller.cluster import running
+
+DEFAULT_NAMESPACE = "settings-controller-system"
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("operator", help="run cluster mode (a kopf operator)")
+    parser.add_argument(
+        "--kubeconfig",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="kubeconfig to use (default: in-cluster ServiceAccount, else $KUBECONFIG)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", DEFAULT_NAMESPACE),
+        help="namespace of the platform key Secrets (default: $POD_NAMESPACE or "
+        f"{DEFAULT_NAMESPACE})",
+    )
+    parser.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        metavar="URL",
+        help="kopf's liveness endpoint (default http://0.0.0.0:8080/healthz; '' for none)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=9090, help="Prometheus port (0: none; default 9090)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="accounts rendered at once (default 16)"
+    )
+    parser.add_argument(
+        "--resync",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="full pass this often, to catch anything missed (default 300)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    running.run(
+        running.Options(
+            kubeconfig=args.kubeconfig,
+            namespace=args.namespace,
+            liveness=args.liveness or None,
+            metrics_port=args.metrics_port,
+            concurrency=args.concurrency,
+            resync=args.resync,
+            keys_timeout=30.0,
+            verbose=args.verbose,
+        )
+    )
+    return 0

@@ -1,0 +1,102 @@
+"""Raw Kubernetes bodies, and what the operator keeps of them in its kopf indexes.
+
+An ``Observed`` is one custom resource as last seen: its identity, its
+declaration (or why it has none) and its current status. An ``Output`` is a
+generated ConfigMap or Secret reduced to a hash of its content: indexes never
+hold a key, only its digest.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+from controller.cluster import crds
+from controller.core import catalog, declarations, findings, rendering
+
+
+class Meta(TypedDict, total=False):
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    ownerReferences: list[dict[str, Any]]
+
+
+class Body(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    metadata: Meta
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    data: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """One custom resource as the operator last saw it."""
+
+    kind: str
+    name: str  # the object's name (image-generation, not image_generation)
+    namespace: str | None
+    uid: str
+    generation: int
+    declaration: declarations.Declaration | None
+    problems: tuple[findings.Finding, ...]  # why there is no declaration
+    status: Mapping[str, Any]
+
+    @property
+    def involved(self) -> dict[str, Any]:
+        """An ``involvedObject`` reference for Events."""
+        ref = {"apiVersion": catalog.API_VERSION, "kind": self.kind, "name": self.name}
+        if self.namespace:
+            ref["namespace"] = self.namespace
+        return {**ref, "uid": self.uid}
+
+
+def observe(cat: catalog.Catalog, body: Mapping[str, Any]) -> Observed:
+    """Parse a custom resource's body with the core, as file mode parses a document."""
+    raw: dict[str, Any] = copy.deepcopy(dict(body))
+    meta = raw.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    if raw.get("kind") == catalog.OVERRIDE:
+        # Object names cannot hold "_": the core knows the type, the cluster its name.
+        type_name = crds.type_of(name, cat)
+        if type_name is not None:
+            raw["metadata"] = {**meta, "name": type_name}
+    declaration, problems = declarations.parse(cat, raw)
+    return Observed(
+        kind=str(raw.get("kind", "")),
+        name=name,
+        namespace=meta.get("namespace"),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        declaration=declaration,
+        problems=tuple(problems),
+        status=copy.deepcopy(raw.get("status") or {}),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """A generated ConfigMap or Secret, reduced to what decides whether to rewrite it."""
+
+    namespace: str
+    content_hash: str  # of .data as stored (base64 for a Secret)
+    owners: frozenset[str]  # ownerReferences' uids
+    managed: bool  # carries our managed-by label
+
+
+def output(body: Mapping[str, Any]) -> Output:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return Output(
+        namespace=str(meta.get("namespace", "")),
+        content_hash=rendering.content_hash(dict(body.get("data") or {})),
+        owners=frozenset(str(o.get("uid")) for o in meta.get("ownerReferences") or ()),
+        managed=labels.get(rendering.LABEL_MANAGED_BY) == rendering.MANAGED_BY,
+    )

@@ -1,0 +1,186 @@
+"""The one module that talks to the API server for writes: lightkube's AsyncClient.
+
+kopf watches; it has no write client. Everything the operator writes goes
+through ``Client`` so the library can be swapped (kubernetes_asyncio, a raw
+aiohttp session) after benchmarking without touching the reconciler.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import pathlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import httpx2
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.core.resource import NamespacedResource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.resources import core_v1
+from lightkube.types import PatchType
+
+from controller.core import catalog
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "settings-controller"
+
+# What the reconciler may write, by kind. Custom resources are only ever
+# patched on their status subresource.
+_BUILTIN: Mapping[str, Any] = {
+    "ConfigMap": core_v1.ConfigMap,
+    "Secret": core_v1.Secret,
+    "Namespace": core_v1.Namespace,
+}
+
+
+class WriteError(Exception):
+    """A write the API server refused or could not take; ``status`` is the HTTP code (0: none)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Writer(Protocol):
+    """What the reconciler needs from a client: the seam to fake in tests."""
+
+    async def apply(self, manifest: Mapping[str, Any]) -> None: ...
+
+    async def patch_status(
+        self, kind: str, name: str, namespace: str | None, status: Mapping[str, Any]
+    ) -> None: ...
+
+    async def post_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None: ...
+
+
+class Client:
+    """Server-side apply under one field manager, status patches, events, and a Secret watch."""
+
+    def __init__(self, api: AsyncClient) -> None:
+        self._api = api
+        self._custom: dict[str, Any] = {
+            catalog.GLOBAL: create_global_resource(
+                catalog.GROUP, catalog.VERSION, catalog.GLOBAL, "globalintegrationsettings"
+            ),
+            catalog.ACCOUNT: create_global_resource(
+                catalog.GROUP, catalog.VERSION, catalog.ACCOUNT, "accounts"
+            ),
+            catalog.OVERRIDE: create_namespaced_resource(
+                catalog.GROUP, catalog.VERSION, catalog.OVERRIDE, "integrationsettings"
+            ),
+        }
+
+    @classmethod
+    def connect(cls, kubeconfig: pathlib.Path | None) -> Client:
+        """From a kubeconfig file, else in-cluster (the ServiceAccount), else $KUBECONFIG."""
+        config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+        api = AsyncClient(
+            config, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(30.0), trust_env=False
+        )
+        return cls(api)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def apply(self, manifest: Mapping[str, Any]) -> None:
+        """Server-side apply, forcing ownership of exactly the fields in ``manifest``."""
+        res = _BUILTIN[manifest["kind"]]
+        meta = manifest["metadata"]
+        namespace = meta.get("namespace") if issubclass(res, NamespacedResource) else None
+        try:
+            await self._api.patch(
+                res,
+                meta["name"],
+                dict(manifest),
+                namespace=namespace,
+                patch_type=PatchType.APPLY,
+                field_manager=FIELD_MANAGER,
+                force=True,
+            )
+        except ApiError as e:
+            raise _error(e, f"apply {manifest['kind']} {_where(namespace, meta['name'])}") from e
+        except httpx2.HTTPError as e:
+            raise WriteError(f"apply {manifest['kind']} {meta['name']}: {type(e).__name__}") from e
+
+    async def patch_status(
+        self, kind: str, name: str, namespace: str | None, status: Mapping[str, Any]
+    ) -> None:
+        res = self._custom[kind].Status
+        try:
+            await self._api.patch(
+                res,
+                name,
+                {"status": dict(status)},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as e:
+            if e.status.code == 404:
+                return  # deleted meanwhile: nothing to report on
+            raise _error(e, f"status of {kind} {_where(namespace, name)}") from e
+        except httpx2.HTTPError as e:
+            raise WriteError(f"status of {kind} {name}: {type(e).__name__}") from e
+
+    async def post_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event about ``involved`` (cluster-scoped objects: in ``default``)."""
+        now = datetime.datetime.now(datetime.UTC)
+        namespace = involved.get("namespace") or "default"
+        event: core_v1.Event = core_v1.Event.from_dict(  # type: ignore[assignment]
+            {
+                "metadata": {
+                    "generateName": f"{involved['name']}.",
+                    "namespace": namespace,
+                },
+                "involvedObject": dict(involved),
+                "type": type_,
+                "reason": reason,
+                "message": message[:1024],
+                "source": {"component": FIELD_MANAGER},
+                "reportingComponent": FIELD_MANAGER,
+                "reportingInstance": FIELD_MANAGER,
+                "firstTimestamp": now.isoformat(),
+                "lastTimestamp": now.isoformat(),
+                "count": 1,
+            }
+        )
+        try:
+            await self._api.create(event)
+        except (ApiError, httpx2.HTTPError) as e:
+            # Events are best effort: the condition carries the same message.
+            log.warning("could not post event %s about %s: %s", reason, involved["name"], e)
+
+    async def secrets(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
+        """Every Secret in ``namespace`` as plain dicts, and the list's resourceVersion."""
+        listing = self._api.list(core_v1.Secret, namespace=namespace)
+        items = [_plain(s) async for s in listing]
+        return items, listing.resourceVersion
+
+    async def watch_secrets(
+        self, namespace: str, resource_version: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Changes to Secrets in ``namespace`` after ``resource_version``; raises when it breaks."""
+        async for type_, obj in self._api.watch(
+            core_v1.Secret, namespace=namespace, resource_version=resource_version
+        ):
+            yield type_, _plain(obj)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(json.dumps(obj.to_dict()))
+    return result
+
+
+def _where(namespace: str | None, name: str) -> str:
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _error(e: ApiError, what: str) -> WriteError:
+    # The API server's message names fields, not values, for the objects we write.
+    return WriteError(f"{what}: {e.status.code} {e.status.reason}", e.status.code or 0)

@@ -1,0 +1,99 @@
+"""Every kopf handler of the operator, in one place, each a line or two.
+
+Only indexes and ``@kopf.on.event``: no change-detecting handler (create,
+update, resume, delete), so kopf never stores a diff base or progress in an
+annotation (an override holding a pasted key would be copied there) and never
+adds a finalizer (a down operator never blocks a deletion). Lost events are
+covered by the periodic resync in ``running``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from controller.cluster import bodies, running
+from controller.core import catalog, rendering
+
+G, V = catalog.GROUP, catalog.VERSION
+GLOBALS, ACCOUNTS, OVERRIDES = "globalintegrationsettings", "accounts", "integrationsettings"
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    running.configure(settings)
+    await running.start(memo, kwargs)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await running.stop(memo)
+
+
+@kopf.on.probe(id="platformKeysListed")
+def keys_listed(memo: kopf.Memo, **_: Any) -> bool:
+    return running.keys_listed(memo)
+
+
+# --- indexes: what the reconciler reads ------------------------------------------
+
+
+@kopf.index(G, V, GLOBALS)
+def global_index(body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> Any:
+    return {name: bodies.observe(memo.catalog, body)}
+
+
+@kopf.index(G, V, ACCOUNTS)
+def account_index(body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> Any:
+    return {name: bodies.observe(memo.catalog, body)}
+
+
+@kopf.index(G, V, ACCOUNTS)
+def tenant_index(spec: kopf.Spec, name: str, **_: Any) -> Any:
+    return {spec.get("namespace"): name}
+
+
+@kopf.index(G, V, OVERRIDES)
+def override_index(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> Any:
+    return {str(namespace): bodies.observe(memo.catalog, body)}
+
+
+# Server-side field selectors (set in running.configure) limit these two
+# watches to the generated objects' names.
+@kopf.index("v1", "configmaps", field="metadata.name", value=rendering.CONFIGMAP_NAME)
+def configmap_index(body: kopf.Body, namespace: str | None, **_: Any) -> Any:
+    return {str(namespace): bodies.output(body)}
+
+
+@kopf.index("v1", "secrets", field="metadata.name", value=rendering.CREDENTIALS_SECRET_NAME)
+def secret_index(body: kopf.Body, namespace: str | None, **_: Any) -> Any:
+    return {str(namespace): bodies.output(body)}
+
+
+# --- events: what to re-render ------------------------------------------------------
+
+
+@kopf.on.event(G, V, GLOBALS)
+async def global_event(memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.global_changed()
+
+
+@kopf.on.event(G, V, ACCOUNTS)
+async def account_event(name: str, memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.account(name)
+
+
+@kopf.on.event(G, V, OVERRIDES)
+async def override_event(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.namespace(str(namespace))
+
+
+@kopf.on.event("v1", "configmaps", field="metadata.name", value=rendering.CONFIGMAP_NAME)
+async def configmap_drift(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.namespace(str(namespace))
+
+
+@kopf.on.event("v1", "secrets", field="metadata.name", value=rendering.CREDENTIALS_SECRET_NAME)
+async def secret_drift(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.namespace(str(namespace))

@@ -1,0 +1,298 @@
+"""Reconciling accounts from the operator's in-memory indexes.
+
+Every handler ends here. ``account`` renders one account: merge (the core),
+compare the content hash with what the ConfigMap/Secret indexes saw, apply only
+what differs, then patch statuses that changed. ``everything`` is the fan-out
+of a global or key change: one pass over the account index with bounded
+concurrency, no annotation patched onto N objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import time
+from collections.abc import Collection, Mapping
+from typing import Any, TypeVar
+
+from controller.cluster import bodies, clients, conditions, metrics, outputs, statuses
+from controller.core import catalog, declarations, findings, merging, rendering
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Index = Mapping[Any, Collection[T]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Views:
+    """Read-only views of the kopf indexes (``kopf.Index`` is a mapping of collections)."""
+
+    globals: Index[bodies.Observed]  # by name
+    accounts: Index[bodies.Observed]  # by name
+    tenants: Index[str]  # namespace -> names of the accounts claiming it
+    overrides: Index[bodies.Observed]  # by namespace
+    configmaps: Index[bodies.Output]  # by namespace
+    secrets: Index[bodies.Output]  # by namespace
+
+
+def _one(index: Index[T], key: Any) -> T | None:
+    store = index.get(key)
+    return next(iter(store), None) if store else None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        cat: catalog.Catalog,
+        writer: clients.Writer,
+        keys: outputs.Keys,
+        views: Views,
+        meter: metrics.Metrics,
+        concurrency: int = 16,
+        retry_delay: float = 5.0,
+    ) -> None:
+        self.catalog = cat
+        self.writer = writer
+        self.keys = keys
+        self.views = views
+        self.metrics = meter
+        self.retry_delay = retry_delay
+        self._gate = asyncio.Semaphore(concurrency)
+        self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._namespaces: dict[str, tuple[str, str]] = {}  # namespace -> (account, plan) applied
+        self._events: dict[str, tuple[str, str]] = {}  # uid -> (reason, message) last posted
+        self._last_global: declarations.GlobalSettings | None = None
+        self._retries: set[asyncio.Task[None]] = set()
+
+    # --- entry points --------------------------------------------------------
+
+    async def global_changed(self) -> None:
+        """The global changed: its status, then every account if its declaration changed."""
+        await self.global_status()
+        observed = _one(self.views.globals, self._singleton)
+        current = observed.declaration if observed else None
+        if current != self._last_global or current is None:
+            self._last_global = (
+                current if isinstance(current, declarations.GlobalSettings) else None
+            )
+            await self.everything("global settings changed")
+
+    async def keys_changed(self, names: Collection[str]) -> None:
+        """Platform key Secrets changed: only a referenced one matters."""
+        observed = _one(self.views.globals, self._singleton)
+        decl = observed.declaration if observed else None
+        if not isinstance(decl, declarations.GlobalSettings):
+            return
+        referenced = {
+            ref.secret_name for i in decl.integrations.values() for ref in i.credentials.values()
+        }
+        if referenced & set(names):
+            await self.global_status()
+            await self.everything("platform key Secret changed")
+
+    async def everything(self, why: str) -> None:
+        names = list(self.views.accounts)
+        self.metrics.fanout.observe(len(names))
+        self.metrics.accounts.set(len(names))
+        log.info("re-rendering %d accounts: %s", len(names), why)
+
+        async def bounded(name: str) -> None:
+            async with self._gate:
+                await self.account(name)
+
+        await asyncio.gather(*(bounded(n) for n in names))
+        for namespace in list(self.views.overrides):
+            if not self.views.tenants.get(namespace):
+                await self.namespace(namespace)
+
+    async def namespace(self, namespace: str) -> None:
+        """Something in ``namespace`` changed (an override, a generated object)."""
+        names = sorted(set(self.views.tenants.get(namespace) or ()))
+        if names:
+            for name in names:
+                await self.account(name)
+            return
+        for observed in list(self.views.overrides.get(namespace) or ()):
+            await self._set_status(
+                observed,
+                statuses.blocked(
+                    observed,
+                    findings.Reason.ORPHAN_OVERRIDE.value,
+                    f"no Account has spec.namespace {namespace!r}, so these overrides "
+                    "belong to no account",
+                ),
+            )
+
+    async def account(self, name: str) -> None:
+        async with self._locks[name]:
+            started = time.perf_counter()
+            outcome = await self._account(name)
+            self.metrics.duration.observe(time.perf_counter() - started)
+            self.metrics.reconciles.labels(outcome).inc()
+
+    async def global_status(self) -> None:
+        for name in list(self.views.globals):
+            observed = _one(self.views.globals, name)
+            if observed is None:
+                continue
+            if name != self._singleton:
+                await self._set_status(
+                    observed,
+                    statuses.blocked(
+                        observed,
+                        findings.Reason.SINGLETON.value,
+                        f"only the GlobalIntegrationSettings named {self._singleton!r} is used",
+                    ),
+                )
+                continue
+            missing, referenced = self._missing_keys(observed.declaration)
+            await self._set_status(observed, statuses.global_(observed, missing, referenced))
+
+    # --- one account -----------------------------------------------------------
+
+    @property
+    def _singleton(self) -> str:
+        return self.catalog.kinds[catalog.GLOBAL].singleton_name or "default"
+
+    async def _account(self, name: str) -> str:
+        observed = _one(self.views.accounts, name)
+        if observed is None:
+            return "gone"  # deleted: the garbage collector removes its outputs
+        account = observed.declaration
+        if not isinstance(account, declarations.Account):
+            reason, message = statuses.problems(observed)
+            await self._set_status(observed, statuses.blocked(observed, reason, message))
+            return "blocked"
+        claimants = sorted(set(self.views.tenants.get(account.namespace) or ()))
+        if len(claimants) > 1:
+            await self._set_status(
+                observed,
+                statuses.blocked(
+                    observed,
+                    findings.Reason.NAMESPACE_CONFLICT.value,
+                    f"spec.namespace: namespace {account.namespace!r} is claimed by more than "
+                    f"one account ({', '.join(claimants)}); outputs are left as they are",
+                ),
+            )
+            return "blocked"
+        global_obs = _one(self.views.globals, self._singleton)
+        global_ = global_obs.declaration if global_obs else None
+        overrides = list(self.views.overrides.get(account.namespace) or ())
+        if not isinstance(global_, declarations.GlobalSettings):
+            why = "no valid GlobalIntegrationSettings named 'default'; outputs are left as they are"
+            await self._set_status(
+                observed, statuses.blocked(observed, findings.Reason.NO_GLOBAL.value, why)
+            )
+            for o in overrides:
+                await self._set_status(o, statuses.blocked(o, findings.Reason.NO_GLOBAL.value, why))
+            return "blocked"
+
+        by_type = {
+            o.declaration.type: o.declaration
+            for o in overrides
+            if isinstance(o.declaration, declarations.IntegrationSettings)
+        }
+        result = merging.merge_account(self.catalog, global_, account, by_type)
+        try:
+            wrote = await self._write(observed, account, global_, result)
+        except clients.WriteError as e:
+            self.metrics.errors.labels("write").inc()
+            log.warning("account %s: %s; retrying in %.0fs", name, e, self.retry_delay)
+            await self._set_status(
+                observed, statuses.blocked(observed, statuses.OUTPUT_FAILED, str(e))
+            )
+            self._retry(name)
+            return "failed"
+
+        await self._set_status(observed, statuses.account(observed, result, account.namespace))
+        plan_notes = [
+            f
+            for f in result.findings
+            if f.ref == account.ref
+            and f.reason in (findings.Reason.PLAN_FORBIDS, findings.Reason.UNKNOWN_PLAN)
+        ]
+        for o in overrides:
+            await self._set_status(o, statuses.override(o, result, plan_notes))
+        return "written" if wrote else "unchanged"
+
+    async def _write(
+        self,
+        observed: bodies.Observed,
+        account: declarations.Account,
+        global_: declarations.GlobalSettings,
+        result: merging.AccountResult,
+    ) -> bool:
+        namespace = account.namespace
+        wrote = False
+        if self._namespaces.get(namespace) != (account.name, account.plan):
+            await self.writer.apply(outputs.namespace(account))
+            self._namespaces[namespace] = (account.name, account.plan)
+            self.metrics.writes.labels("Namespace").inc()
+        data = result.data
+        if not outputs.in_sync(_one(self.views.configmaps, namespace), data, observed.uid):
+            await self.writer.apply(outputs.configmap(observed, namespace, data))
+            self.metrics.writes.labels("ConfigMap").inc()
+            log.info("account %s: wrote %s/%s", account.name, namespace, rendering.CONFIGMAP_NAME)
+            wrote = True
+        keys = outputs.credential_data(global_, result, self.keys)
+        if not outputs.in_sync(_one(self.views.secrets, namespace), keys, observed.uid):
+            await self.writer.apply(outputs.credentials_secret(observed, namespace, keys))
+            self.metrics.writes.labels("Secret").inc()
+            log.info(
+                "account %s: wrote %s/%s (%d keys)",
+                account.name,
+                namespace,
+                rendering.CREDENTIALS_SECRET_NAME,
+                len(keys),
+            )
+            wrote = True
+        return wrote
+
+    def _retry(self, name: str) -> None:
+        async def later() -> None:
+            await asyncio.sleep(self.retry_delay)
+            await self.account(name)
+
+        task = asyncio.create_task(later())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    def _missing_keys(self, decl: declarations.Declaration | None) -> tuple[list[str], int]:
+        if not isinstance(decl, declarations.GlobalSettings):
+            return [], 0
+        missing, referenced = [], 0
+        for type_name, integration in decl.integrations.items():
+            for slot, ref in integration.credentials.items():
+                referenced += 1
+                if self.keys.value(ref.secret_name, ref.key) is None:
+                    missing.append(f"{ref.secret_name}/{ref.key} ({type_name}.{slot})")
+        return missing, referenced
+
+    # --- status and events -------------------------------------------------------
+
+    async def _set_status(self, observed: bodies.Observed, status: dict[str, Any]) -> None:
+        if not conditions.changed(observed.status, status):
+            return
+        try:
+            await self.writer.patch_status(observed.kind, observed.name, observed.namespace, status)
+        except clients.WriteError as e:
+            self.metrics.errors.labels("status").inc()
+            log.warning("status of %s %s: %s", observed.kind, observed.name, e)
+            return
+        ready = conditions.find(status, conditions.READY)
+        if ready is None:
+            return
+        said = (str(ready["reason"]), str(ready["message"]))
+        if ready["status"] == "False" and self._events.get(observed.uid) != said:
+            self._events[observed.uid] = said
+            await self.writer.post_event(observed.involved, "Warning", *said)
+        elif ready["status"] == "True":
+            self._events.pop(observed.uid, None)
+
+    async def close(self) -> None:
+        for task in list(self._retries):
+            task.cancel()
+        await asyncio.gather(*self._retries, return_exceptions=True)

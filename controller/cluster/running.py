@@ -1,0 +1,158 @@
+"""Starting and stopping the operator: kopf's settings, the client, the key watch, the resync."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from controller import schemafiles
+from controller.cluster import clients, keys, metrics, reconciling
+from controller.core import catalog, rendering
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    kubeconfig: pathlib.Path | None
+    namespace: str  # where the platform key Secrets live
+    liveness: str | None  # kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz
+    metrics_port: int  # 0: no metrics endpoint
+    concurrency: int  # accounts rendered at once in a fan-out
+    resync: float  # seconds between full passes that catch anything missed
+    keys_timeout: float  # how long start-up waits for the first listing of key Secrets
+    verbose: bool
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf's settings, once, each with the reason it is not the default."""
+    # One replica with a Recreate strategy: no peering objects, and no RBAC for them.
+    settings.peering.standalone = True
+    # No handler needs a finalizer (indexes and on.event only), so none is ever
+    # added; should one ever be, it carries our name rather than kopf's.
+    settings.persistence.finalizer = f"{catalog.GROUP}/operator"
+    # Change-detecting handlers are not used, so kopf stores no diff base. If
+    # one is ever added, neither overrides (which may hold a pasted key) nor a
+    # Secret's data may be copied into the last-handled-configuration annotation.
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=catalog.GROUP,
+        key="last-handled-configuration",
+        ignored_fields=["spec.overrides", "data", "stringData"],
+    )
+    # Handler progress, likewise unused, goes under our prefix too.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=catalog.GROUP)
+    # The reconciler posts its own Events with fixed reasons and value-free
+    # messages; kopf's would quote exception texts.
+    settings.posting.enabled = False
+    # Watch only the generated objects, by name, server-side: the RBAC rules
+    # grant list/watch on exactly these names (resourceNames), no other
+    # ConfigMap or Secret in the cluster.
+    settings.watching.field_selectors["configmaps"] = f"metadata.name={rendering.CONFIGMAP_NAME}"
+    settings.watching.field_selectors["secrets"] = (
+        f"metadata.name={rendering.CREDENTIALS_SECRET_NAME}"
+    )
+    # Fail a hung request quickly: the reconciler retries and the resync catches up.
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    settings.watching.connect_timeout = 10
+    # Exit within the Deployment's terminationGracePeriodSeconds (30).
+    settings.process.ultimate_exiting_timeout = 25
+
+
+async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
+    options: Options = memo.options
+    client = clients.Client.connect(options.kubeconfig)
+    store = keys.KeyStore()
+    views = reconciling.Views(
+        globals=indexes["global_index"],
+        accounts=indexes["account_index"],
+        tenants=indexes["tenant_index"],
+        overrides=indexes["override_index"],
+        configmaps=indexes["configmap_index"],
+        secrets=indexes["secret_index"],
+    )
+    meter: metrics.Metrics = memo.metrics
+    reconciler = reconciling.Reconciler(
+        memo.catalog, client, store, views, meter, concurrency=options.concurrency
+    )
+    memo.client, memo.key_store, memo.reconciler = client, store, reconciler
+    if options.metrics_port:
+        meter.serve(options.metrics_port)
+    memo.tasks = [
+        asyncio.create_task(
+            keys.follow(
+                client,
+                options.namespace,
+                store,
+                reconciler.keys_changed,
+                on_error=meter.errors.labels("keys").inc,
+            )
+        ),
+        asyncio.create_task(_resync(reconciler, options.resync)),
+    ]
+    # The first renders should carry the keys: wait for their first listing.
+    try:
+        await asyncio.wait_for(store.ready.wait(), options.keys_timeout)
+    except TimeoutError:
+        log.warning(
+            "the Secrets in %s are not listed yet; accounts render without keys until they are",
+            options.namespace,
+        )
+    log.info("started: platform keys from namespace %s", options.namespace)
+
+
+async def _resync(reconciler: reconciling.Reconciler, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await reconciler.everything("periodic resync")
+        except Exception:
+            log.exception("periodic resync failed")
+
+
+async def stop(memo: kopf.Memo) -> None:
+    for task in memo.get("tasks", ()):
+        task.cancel()
+    for task in memo.get("tasks", ()):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if "reconciler" in memo:
+        await memo.reconciler.close()
+    if "client" in memo:
+        await memo.client.close()
+    log.info("stopped")
+
+
+def keys_listed(memo: kopf.Memo) -> bool:
+    return "key_store" in memo and bool(memo.key_store.ready.is_set())
+
+
+def run(options: Options) -> None:
+    """Run until SIGTERM/SIGINT; kopf then runs the cleanup handler and exits."""
+    if options.kubeconfig is not None:
+        # kopf logs in from $KUBECONFIG; the write client reads the same file.
+        os.environ["KUBECONFIG"] = str(options.kubeconfig)
+    from controller.cluster import handlers  # noqa: F401  (registers the handlers)
+
+    logging.getLogger().handlers.clear()
+    kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.JSON)
+    if not options.verbose:
+        # One line per HTTP request and per handled watch event drowns what
+        # matters at scale; failures are still logged as warnings.
+        for name in ("httpx2", "httpx", "kopf.objects"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    memo = kopf.Memo(options=options, catalog=schemafiles.load_catalog(), metrics=metrics.Metrics())
+    kopf.run(
+        clusterwide=True,
+        standalone=True,
+        liveness_endpoint=options.liveness,
+        memo=memo,
+    )
