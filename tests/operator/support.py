@@ -1,0 +1,195 @@
+"""Helpers for the operator's end-to-end tests: bounded polling, the operator subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from tests.cluster.fixtures import Kube
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+MANIFESTS = HERE / "manifests"
+CLI = pathlib.Path(sys.executable).parent / "settings-controller"
+OPERATOR_NAMESPACE = "settings-controller-system"
+GROUP = "integrations.igny8.com"
+
+# A recognisable fake key. The tests search for it everywhere it must never be.
+FAKE_KEY = "sk-FAKEKEY-0xC0FFEE-do-not-leak-7f3a9b"
+
+Json = dict[str, Any]
+
+
+def get_json(kube: Kube, *args: str, kubeconfig: Any = None) -> Json:
+    out = kube.kubectl("get", *args, "-o", "json", kubeconfig=kubeconfig).stdout
+    result: Json = json.loads(out)
+    return result
+
+
+def wait_json(
+    kube: Kube,
+    args: tuple[str, ...],
+    predicate: Callable[[Json], bool],
+    timeout: float = 30.0,
+    what: str = "",
+) -> Json:
+    """Poll ``kubectl get ARGS -o json`` until ``predicate`` holds; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Json | str = "never fetched"
+    while True:
+        proc = kube.kubectl("get", *args, "-o", "json", check=False)
+        if proc.returncode == 0:
+            last = json.loads(proc.stdout)
+            try:
+                if predicate(last):
+                    return last
+            except (KeyError, TypeError, IndexError, ValueError):
+                pass
+        else:
+            last = proc.stderr
+        if time.monotonic() > deadline:
+            shown = json.dumps(last, indent=1)[:3000] if isinstance(last, dict) else last
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or args}:\n{shown}")
+        time.sleep(0.25)
+
+
+def wait_gone(kube: Kube, args: tuple[str, ...], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = kube.kubectl("get", *args, "-o", "name", check=False)
+        if proc.returncode != 0 and "NotFound" in proc.stderr:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{args} still exists after {timeout}s")
+        time.sleep(0.25)
+
+
+def settings(configmap: Json, type_name: str) -> Json:
+    result: Json = json.loads(configmap["data"][f"{type_name}.json"])
+    return result
+
+
+def condition(obj: Json, type_: str = "Ready") -> Json:
+    for item in obj.get("status", {}).get("conditions", []):
+        if item["type"] == type_:
+            return dict(item)
+    return {}
+
+
+def is_current(obj: Json, type_: str = "Ready") -> bool:
+    """The condition exists and speaks of the object's current generation."""
+    c = condition(obj, type_)
+    return bool(c) and c.get("observedGeneration") == obj["metadata"].get("generation")
+
+
+def apply_text(kube: Kube, text: str, kubeconfig: Any = None, check: bool = True) -> Any:
+    return kube.kubectl("apply", "-f", "-", input=text, kubeconfig=kubeconfig, check=check)
+
+
+def account_manifest(name: str, namespace: str, plan: str = "pro") -> str:
+    return json.dumps(
+        {
+            "apiVersion": f"{GROUP}/v1alpha1",
+            "kind": "Account",
+            "metadata": {"name": name},
+            "spec": {"plan": plan, "namespace": namespace},
+        }
+    )
+
+
+def override_manifest(namespace: str, name: str, overrides: Json, active: bool = True) -> str:
+    return json.dumps(
+        {
+            "apiVersion": f"{GROUP}/v1alpha1",
+            "kind": "IntegrationSettings",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"isActive": active, "overrides": overrides},
+        }
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Operator:
+    """``settings-controller operator`` as a subprocess, as the operator's ServiceAccount."""
+
+    def __init__(self, kube: Kube, log_path: pathlib.Path) -> None:
+        self.kube = kube
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.health_port = free_port()
+        self.metrics_port = free_port()
+        self.exit_codes: list[int] = []
+
+    def start(self) -> None:
+        assert self.proc is None
+        log = open(self.log_path, "ab")  # noqa: SIM115  (kept open for the process' life)
+        self.proc = subprocess.Popen(
+            [
+                str(CLI),
+                "operator",
+                f"--kubeconfig={self.kube.operator_kubeconfig}",
+                f"--namespace={OPERATOR_NAMESPACE}",
+                f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+                f"--metrics-port={self.metrics_port}",
+                "--resync=60",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while not self.healthy():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"operator exited at start:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"operator not healthy after 60s:\n{self.log_tail()}")
+            time.sleep(0.25)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+            ) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/", timeout=5) as r:
+            return str(r.read().decode())
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as Kubernetes stops a pod; the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"operator did not stop in {timeout}s on SIGTERM") from None
+        self.proc = None
+        self.exit_codes.append(code)
+        return code
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
