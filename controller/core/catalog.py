@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 
 from controller.core import credentials, errors, validation
 
@@ -51,10 +52,12 @@ class IntegrationType:
     schema: Schema  # the object schema of the fields (= of ``defaults``)
     credentials: Mapping[str, str]  # key slot -> description
     validators: Mapping[str, jsonschema.protocols.Validator]
+    fast_validators: Mapping[str, Any]
 
     def check(self, field: str, value: Any) -> list[str]:
         """Why ``value`` is not acceptable for ``field``; empty when it is. Never quotes the value."""
-        return [p.message for p in validation.problems(self.validators[field], value)]
+        found = validation.problems(self.validators[field], value, self.fast_validators[field])
+        return [p.message for p in found]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +71,8 @@ class Kind:
     singular: str
     short_names: tuple[str, ...]
     singleton_name: str | None
-    validator: jsonschema.protocols.Validator
+    validator: jsonschema.protocols.Validator  # for messages
+    fast_validator: Any  # jsonschema_rs: a ~100x faster yes/no for the common, valid case
 
     @property
     def namespaced(self) -> bool:
@@ -128,6 +132,9 @@ def _integration(path: str, doc: Schema) -> IntegrationType:
         validators={
             field: jsonschema.Draft202012Validator(sub) for field, sub in properties.items()
         },
+        fast_validators={
+            field: jsonschema_rs.validator_for(dict(sub)) for field, sub in properties.items()
+        },
     )
 
 
@@ -155,6 +162,7 @@ def _kind(
         short_names=tuple(meta.get("shortNames", ())),
         singleton_name=meta.get("singletonName"),
         validator=jsonschema.Draft202012Validator(schema),
+        fast_validator=jsonschema_rs.validator_for(dict(schema)),
     )
 
 

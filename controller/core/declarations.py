@@ -102,7 +102,7 @@ def parse(
                 source,
             )
         ]
-    problems = validation.problems(kind.validator, body)
+    problems = validation.problems(kind.validator, body, kind.fast_validator)
     errors = [
         findings.error(findings.Reason.SCHEMA_VIOLATION, _with_hint(cat, p), ref, p.path, source)
         for p in problems

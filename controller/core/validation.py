@@ -38,11 +38,19 @@ def dotted(path: Path) -> str:
     return out
 
 
-def problems(validator: jsonschema.protocols.Validator, instance: Any) -> list[Problem]:
-    found: list[Problem] = []
+def problems(
+    validator: jsonschema.protocols.Validator, instance: Any, fast_validator: Any = None
+) -> list[Problem]:
+    """Everything wrong with ``instance``. ``fast_validator`` (jsonschema_rs) answers the
+    common case, a valid body, without building error objects; messages always
+    come from ``validator``."""
+    if fast_validator is not None and fast_validator.is_valid(instance):
+        # jsonschema_rs refuses NaN wherever a number is typed, and only typed
+        # values ever reach an output; untyped NaN is left for JSON to refuse.
+        return []
+    found: list[Problem] = list(_non_finite(instance, ()))
     for error in validator.iter_errors(instance):
         found.extend(_describe(error))
-    found.extend(_non_finite(instance, ()))
     return sorted(set(found), key=lambda p: (tuple(str(x) for x in p.path), p.message))
 
 

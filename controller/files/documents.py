@@ -9,9 +9,10 @@ documents (YAML bombs).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -21,8 +22,40 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_NODES = 100_000  # per document, counting every alias expansion
 MAX_DEPTH = 64
 
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCALARS = yaml.SafeLoader.yaml_constructors
+
+
+class _CachingResolver(yaml.resolver.Resolver):
+    """libyaml parses in C but asks Python to resolve every scalar's tag by
+    regular expressions; declarations repeat the same few scalars (apiVersion,
+    kind, plan names, keys), so the answers are memoised."""
+
+    _cache: ClassVar[dict[tuple[str, bool, bool], Any]] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        resolve = super().resolve
+        if kind is not yaml.ScalarNode or not isinstance(value, str) or len(value) > 64:
+            return resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        key = (value, implicit[0], implicit[1])
+        tag = self._cache.get(key)
+        if tag is None:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            tag = self._cache[key] = resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        return tag
+
+
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _Loader(CParser, yaml.constructor.SafeConstructor, _CachingResolver):
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            _CachingResolver.__init__(self)
+
+else:  # pragma: no cover - PyYAML wheels ship libyaml
+    _Loader = yaml.SafeLoader  # type: ignore[misc, assignment]
 _constructor = yaml.SafeLoader("")  # only its scalar constructors are used; they keep no state
 
 
@@ -39,8 +72,8 @@ class DocumentError(Exception):
 class Document:
     index: int  # position in the file, from 0
     line: int  # first line of the document
-    body: Any  # the value; None for an empty document
-    node: yaml.Node | None
+    body: Any  # the value
+    node: yaml.Node | None = None  # kept only when asked: trees cost far more memory than values
 
     def line_of(self, path: validation.Path) -> int:
         """The line of the deepest node along ``path`` (the offending value, or its closest parent)."""
@@ -63,7 +96,7 @@ class Document:
         return line
 
 
-def parse(text: str) -> list[Document]:
+def parse(text: str, keep_nodes: bool = False) -> list[Document]:
     """Every document of a YAML stream. Raises ``DocumentError`` at the first problem."""
     if len(text) > MAX_FILE_BYTES:
         raise DocumentError(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB", 1)
@@ -73,7 +106,10 @@ def parse(text: str) -> list[Document]:
             if node is None:
                 continue
             walk = _Walk()
-            out.append(Document(index, node.start_mark.line + 1, walk.value(node, 0), node))
+            body = walk.value(node, 0)
+            out.append(
+                Document(index, node.start_mark.line + 1, body, node if keep_nodes else None)
+            )
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = e.problem or e.context or "invalid YAML"
@@ -83,6 +119,12 @@ def parse(text: str) -> list[Document]:
     except RecursionError:
         raise DocumentError(f"document nests deeper than {MAX_DEPTH} levels", 1) from None
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def with_nodes(text: str) -> tuple[Document, ...]:
+    """The documents of ``text`` with their node trees, to find lines for findings."""
+    return tuple(parse(text, keep_nodes=True))
 
 
 def _compose_all(text: str) -> Iterator[yaml.Node | None]:

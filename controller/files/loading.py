@@ -30,14 +30,20 @@ class LoadedFile:
     path: str
     declarations: tuple[declarations.Declaration, ...]
     errors: tuple[findings.Finding, ...]  # YAML and schema problems; any makes the file "bad"
-    documents: tuple[documents.Document, ...]
+    text: str  # kept to find the line of a later finding; node trees would cost ~10x the memory
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
     def line(self, ref: DocRef, path: tuple[str | int, ...]) -> int:
-        for doc in self.documents:
+        if ref.index < 0:
+            return ref.line
+        try:
+            docs = documents.with_nodes(self.text)
+        except documents.DocumentError:
+            return ref.line
+        for doc in docs:
             if doc.index == ref.index:
                 return doc.line_of(path)
         return ref.line
@@ -85,7 +91,7 @@ def load_text(cat: catalog.Catalog, relpath: str, text: str) -> LoadedFile:
     try:
         docs = documents.parse(text)
     except documents.DocumentError as e:
-        return _broken(relpath, e.line, e.message)
+        return _broken(relpath, e.line, e.message, text)
     decls: list[declarations.Declaration] = []
     errors: list[findings.Finding] = []
     for doc in docs:
@@ -103,14 +109,13 @@ def load_text(cat: catalog.Catalog, relpath: str, text: str) -> LoadedFile:
         errors.extend(problems)
         if decl is not None:
             decls.append(decl)
-    return LoadedFile(relpath, tuple(decls), tuple(errors), tuple(docs))
+    return LoadedFile(relpath, tuple(decls), tuple(errors), text)
 
 
-def _broken(relpath: str, line: int, message: str) -> LoadedFile:
+def _broken(relpath: str, line: int, message: str, text: str = "") -> LoadedFile:
     ref = DocRef(relpath, -1, line)
-    return LoadedFile(
-        relpath, (), (findings.error(findings.Reason.INVALID_YAML, message, source=ref),), ()
-    )
+    error = findings.error(findings.Reason.INVALID_YAML, message, source=ref)
+    return LoadedFile(relpath, (), (error,), text)
 
 
 def iter_declarations(loaded: dict[str, LoadedFile]) -> Iterator[declarations.Declaration]:

@@ -264,4 +264,4 @@ def test_output_is_canonical_and_stable(catalog: catalog_.Catalog) -> None:
     b = merge(catalog, {"openai": {"model": "gpt-4o", "temperature": 0.8}})
     assert a.data == b.data and a.content_hash == b.content_hash
     text = a.data["openai.json"]
-    assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")) + "\n"
