@@ -104,7 +104,7 @@ def manifest_yaml(manifest: Mapping[str, Any]) -> str:
         *(f"    {q(k)}: {q(v)}" for k, v in meta["labels"].items()),
         "  annotations:",
         *(f"    {q(k)}: {q(v)}" for k, v in meta["annotations"].items()),
-        "data:",
+        "data:" if data else "data: {}",
     ]
     for key, value in data.items():
         lines.append(f"  {q(key)}: |")

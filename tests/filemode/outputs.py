@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
+import shutil
+import subprocess
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import yaml
 
 
@@ -28,3 +34,22 @@ def snapshot(out: pathlib.Path) -> dict[str, tuple[int, int, str]]:
 
 def contents(out: pathlib.Path) -> dict[str, str]:
     return {name: text for name, (_, _, text) in snapshot(out).items()}
+
+
+@contextlib.contextmanager
+def unwritable(directory: pathlib.Path) -> Iterator[None]:
+    """A directory nobody may write to, root included: the immutable attribute, else permissions."""
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None:
+            pytest.fail("chattr (e2fsprogs) is needed to make a directory unwritable for root")
+        subprocess.run(["chattr", "+i", str(directory)], check=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+    else:
+        directory.chmod(0o555)
+        try:
+            yield
+        finally:
+            directory.chmod(0o755)

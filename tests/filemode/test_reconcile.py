@@ -7,7 +7,7 @@ import pathlib
 import stat
 
 from tests.conftest import RunCli
-from tests.filemode.outputs import contents, effective, manifest, snapshot
+from tests.filemode.outputs import contents, effective, manifest, snapshot, unwritable
 
 ACCOUNTS = ["acct-123", "acct-456", "acct-789", "acct-free", "acct-paused"]
 
@@ -236,3 +236,25 @@ def test_usage_errors_exit_2(cli: RunCli, tmp_path: pathlib.Path) -> None:
         done = cli(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert "usage:" in done.stderr
+
+
+def test_unwritable_output_is_reported_and_old_files_kept(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    out = tmp_path / "out"
+    cli("reconcile", declarations, "--output", out)
+    before = {k: v for k, v in snapshot(out).items() if k.startswith("acct-789/")}
+    global_ = declarations / "global.yaml"
+    global_.write_text(global_.read_text().replace("max_tokens: 8192", "max_tokens: 9000"))
+    with unwritable(out / "acct-789"):
+        done = cli("reconcile", declarations, "--output", out)
+    assert done.returncode == 1
+    assert (
+        f"{out / 'acct-789'}: error: cannot write outputs: Operation not permitted" in done.stderr
+        or (f"{out / 'acct-789'}: error: cannot write outputs: Permission denied" in done.stderr)
+    )
+    assert {k: v for k, v in snapshot(out).items() if k.startswith("acct-789/")} == before
+    assert effective(out, "acct-123", "openai")["max_tokens"] == 9000
+    # Writable again: the next pass catches up.
+    assert cli("reconcile", declarations, "--output", out).returncode == 0
+    assert effective(out, "acct-789", "openai")["max_tokens"] == 9000
