@@ -1,0 +1,27 @@
+# Local Kubernetes control plane for tests (etcd, kube-apiserver,
+# kube-controller-manager and kubectl built from Go modules): see
+# tests/cluster/README.md. Included by the top-level Makefile.
+CLUSTER_PYTHON ?= python3
+CLUSTER_CTL     = $(CLUSTER_PYTHON) tests/cluster/controlplane.py
+
+.PHONY: cluster-up cluster-down cluster-status cluster-build cluster-test
+
+# Builds .cluster/bin/kube-harness (+ kubectl), starts the control plane in the
+# background, waits for /readyz and writes .cluster/kubeconfig{,-tenant,-operator}.
+# A second call notices the running instance and returns.
+cluster-up:
+	$(CLUSTER_CTL) up
+
+# Stops it and removes its state (.cluster/state and the kubeconfigs).
+cluster-down:
+	$(CLUSTER_CTL) down
+
+cluster-status:
+	$(CLUSTER_CTL) status
+
+cluster-build:
+	$(CLUSTER_CTL) build
+
+# The control-plane tests alone, with the system's pytest.
+cluster-test:
+	$(CLUSTER_PYTHON) -m pytest tests/cluster -q -p tests.cluster.fixtures
