@@ -66,6 +66,7 @@ class Reconciler:
         self._events: dict[str, tuple[str, str]] = {}  # uid -> (reason, message) last posted
         self._last_global: declarations.GlobalSettings | None = None
         self._retries: set[asyncio.Task[None]] = set()
+        self._pending: set[str] = set()  # accounts with a retry scheduled
 
     # --- entry points --------------------------------------------------------
 
@@ -252,10 +253,15 @@ class Reconciler:
         return wrote
 
     def _retry(self, name: str) -> None:
+        if name in self._pending:
+            return  # one retry per account at a time
+
         async def later() -> None:
             await asyncio.sleep(self.retry_delay)
+            self._pending.discard(name)
             await self.account(name)
 
+        self._pending.add(name)
         task = asyncio.create_task(later())
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
