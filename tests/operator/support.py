@@ -63,6 +63,15 @@ def wait_json(
         time.sleep(0.25)
 
 
+def until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout}s: {what}")
+        time.sleep(0.25)
+
+
 def wait_gone(kube: Kube, args: tuple[str, ...], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:

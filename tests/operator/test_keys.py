@@ -28,12 +28,23 @@ def account(installed: Kube, operator: support.Operator, tenant_ns: str) -> Iter
     installed.kubectl("delete", "account", tenant_ns, "--ignore-not-found", "--wait=false")
 
 
+def _key_policy_enforced(kube: Kube, namespace: str) -> bool:
+    """Whether the API server (its policy cache, not just etcd) refuses a key right now."""
+    probe = support.override_manifest(namespace, "openai", {"api_key": "x"})
+    proc = kube.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-f", "-", input=probe, check=False
+    )
+    return KEY_POLICY_BINDING in proc.stderr
+
+
 @pytest.fixture
-def without_key_policy(installed: Kube) -> Iterator[None]:
+def without_key_policy(installed: Kube, account: str) -> Iterator[None]:
     """The cluster without the admission rule: only the operator stands in the way."""
     installed.kubectl("delete", "validatingadmissionpolicybinding", KEY_POLICY_BINDING)
+    support.until(lambda: not _key_policy_enforced(installed, account), "key policy switched off")
     yield
     installed.kubectl("apply", "--server-side", "-f", str(KEY_POLICY))
+    support.until(lambda: _key_policy_enforced(installed, account), "key policy back on")
 
 
 def test_key_in_an_override_is_refused_by_kubectl_apply(installed: Kube, account: str) -> None:

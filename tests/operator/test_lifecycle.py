@@ -97,8 +97,18 @@ def test_a_plan_that_may_not_override_is_ignored_and_refused(installed: Kube, ac
         lambda ns: ns["metadata"]["labels"][f"{GROUP}/plan"] == "free",
     )
     manifest = support.override_manifest(account, "image-generation", {"image_quality": "hd"})
-    proc = support.apply_text(kube, manifest, check=False)
-    assert proc.returncode != 0 and "plan free may not override" in proc.stderr
+
+    def refused(*dry_run: str) -> bool:
+        proc = kube.kubectl("apply", *dry_run, "-f", "-", input=manifest, check=False)
+        return proc.returncode != 0 and "plan free may not override" in proc.stderr
+
+    # The API server's policy sees the namespace label through its own cache.
+    support.until(lambda: refused("--dry-run=server"), "the plan policy seeing plan free")
+    assert refused()
+    gone = kube.kubectl(
+        "get", "integrationsettings", "image-generation", "-n", account, check=False
+    )
+    assert "NotFound" in gone.stderr
 
 
 def test_restart_converges_on_changes_made_while_down(
