@@ -31,6 +31,8 @@ def configmap(kube: Kube, namespace: str, predicate: Any = lambda cm: True) -> d
 @pytest.fixture(scope="module")
 def applied(operator: support.Operator, installed: Kube) -> Iterator[tuple[Kube, Any]]:
     kube = installed
+    for name in ACCOUNTS:  # a previous run's namespaces may still be terminating
+        support.wait_gone(kube, ("namespace", name), timeout=90)
     # First pass: the Accounts and the global go in; the overrides cannot yet,
     # because their namespaces do not exist. The operator creates them.
     kube.kubectl("apply", "-R", "-f", str(EXAMPLES), check=False)
