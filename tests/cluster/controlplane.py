@@ -103,6 +103,7 @@ class Paths:
         self.tenant_kubeconfig = self.root / "kubeconfig-tenant"
         self.operator_kubeconfig = self.root / "kubeconfig-operator"
         self.lock = self.root / ".lock"
+        self.users_lock = self.root / ".users"
 
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
@@ -126,6 +127,33 @@ def locked(paths: Paths) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class UserLease:
+    """A shared flock held while a client (a pytest session) uses the cluster.
+
+    Whoever started the control plane stops it only when no one else holds a
+    lease, so that two test sessions in one tree do not pull it from under
+    each other.
+    """
+
+    def __init__(self, paths: Paths) -> None:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        self._fh = open(paths.users_lock, "a")  # noqa: SIM115 - held until release()
+        fcntl.flock(self._fh, fcntl.LOCK_SH)
+
+    def release(self) -> bool:
+        """Give up the lease; True if no other client holds one."""
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            return True
+        finally:
+            self._fh.close()
 
 
 # --- build -------------------------------------------------------------------

@@ -178,14 +178,20 @@ def kube(
         yield result
         return
 
-    info = cp.running(paths)
-    if info is None:
-        _ensure_binary(paths)
-        try:
-            # _ensure_binary built it already.
-            info = cp.up(paths, rebuild=False)
-        except cp.ControlPlaneError as e:
-            pytest.fail(f"the control plane did not start: {e}", pytrace=False)
+    lease = cp.UserLease(paths)
+    try:
+        info = cp.running(paths)
+        if info is None:
+            _ensure_binary(paths)
+            try:
+                # _ensure_binary built it already.
+                info = cp.up(paths, rebuild=False)
+            except cp.ControlPlaneError as e:
+                pytest.fail(f"the control plane did not start: {e}", pytrace=False)
+    except BaseException:
+        # skip/fail included: no lease (and no open file) outlives the fixture.
+        lease.release()
+        raise
     result = Kube(
         kubeconfig=info.kubeconfig,
         tenant_kubeconfig=info.tenant_kubeconfig,
@@ -199,8 +205,12 @@ def kube(
     try:
         yield result
     finally:
+        alone = lease.release()
         if result.started:
-            cp.down(paths)
+            if alone:
+                cp.down(paths)
+            else:
+                cp.log("another test session is using the control plane: leaving it running")
 
 
 def _namespace_name(test_name: str) -> str:
