@@ -62,7 +62,9 @@ class Reconciler:
         self.retry_delay = retry_delay
         self._gate = asyncio.Semaphore(concurrency)
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
-        self._namespaces: dict[str, tuple[str, str]] = {}  # namespace -> (account, plan) applied
+        # namespace -> (account uid, plan) last applied; dropped on a failed write,
+        # so a namespace deleted meanwhile is created again.
+        self._namespaces: dict[str, tuple[str, str]] = {}
         self._events: dict[str, tuple[str, str]] = {}  # uid -> (reason, message) last posted
         self._last_global: declarations.GlobalSettings | None = None
         self._retries: set[asyncio.Task[None]] = set()
@@ -200,6 +202,7 @@ class Reconciler:
         try:
             wrote = await self._write(observed, account, global_, result)
         except clients.WriteError as e:
+            self._namespaces.pop(account.namespace, None)
             self.metrics.errors.labels("write").inc()
             log.warning("account %s: %s; retrying in %.0fs", name, e, self.retry_delay)
             await self._set_status(
@@ -228,9 +231,9 @@ class Reconciler:
     ) -> bool:
         namespace = account.namespace
         wrote = False
-        if self._namespaces.get(namespace) != (account.name, account.plan):
+        if self._namespaces.get(namespace) != (observed.uid, account.plan):
             await self.writer.apply(outputs.namespace(account))
-            self._namespaces[namespace] = (account.name, account.plan)
+            self._namespaces[namespace] = (observed.uid, account.plan)
             self.metrics.writes.labels("Namespace").inc()
         data = result.data
         if not outputs.in_sync(_one(self.views.configmaps, namespace), data, observed.uid):

@@ -31,7 +31,8 @@ def configmap(kube: Kube, namespace: str, predicate: Any = lambda cm: True) -> d
 @pytest.fixture(scope="module")
 def applied(operator: support.Operator, installed: Kube) -> Iterator[tuple[Kube, Any]]:
     kube = installed
-    for name in ACCOUNTS:  # a previous run's namespaces may still be terminating
+    _remove_examples(kube)  # a previous run's, or a person's
+    for name in ACCOUNTS:
         support.wait_gone(kube, ("namespace", name), timeout=90)
     # First pass: the Accounts and the global go in; the overrides cannot yet,
     # because their namespaces do not exist. The operator creates them.
@@ -47,6 +48,10 @@ def applied(operator: support.Operator, installed: Kube) -> Iterator[tuple[Kube,
     kube.kubectl("apply", "-f", str(support.MANIFESTS / "acct-123-image-generation.yaml"))
     yield kube, second
     kube.kubectl("apply", "-f", str(EXAMPLES / "global.yaml"))
+    _remove_examples(kube)
+
+
+def _remove_examples(kube: Kube) -> None:
     kube.kubectl("delete", "account", *ACCOUNTS, "--ignore-not-found", "--wait=false")
     kube.kubectl("delete", "namespace", *ACCOUNTS, "--ignore-not-found", "--wait=false")
 

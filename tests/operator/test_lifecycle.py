@@ -205,3 +205,21 @@ def test_logs_are_json(operator: support.Operator, account: str) -> None:
     for line in lines:
         record = json.loads(line)
         assert {"message", "severity", "timestamp"} <= set(record)
+
+
+def test_an_account_recreated_after_its_namespace_was_deleted(
+    installed: Kube, account: str
+) -> None:
+    kube = installed
+    kube.kubectl("delete", "account", account)
+    kube.kubectl("delete", "namespace", account, "--wait=false")
+    wait_gone(kube, ("namespace", account), timeout=90)
+    support.apply_text(kube, support.account_manifest(account, account))
+    wait_json(
+        kube,
+        ("namespace", account),
+        lambda ns: ns["metadata"]["labels"][f"{GROUP}/plan"] == "pro",
+        what="the namespace created again",
+    )
+    cm = wait_json(kube, cm_args(account), lambda cm: True, timeout=60)
+    assert settings(cm, "openai")["using_global"] is True
