@@ -4,7 +4,7 @@ Layout under ``OUT``::
 
     OUT/<namespace>/integration-settings.yaml   the ConfigMap manifest
     OUT/<namespace>/<type>.json                 one per integration
-    OUT/.settings-controller/state.json         what this module remembers
+    OUT/.settings-controller/state.sqlite       what this module remembers
 
 The record lets a later pass keep an account's last good output when a file
 that fed it stops parsing, skip rewriting unchanged accounts, and remove the
@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import re
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ import yaml
 from controller.core import errors, rendering
 
 STATE_DIR = ".settings-controller"
-STATE_FILE = "state.json"
+STATE_FILE = "state.sqlite"
 STATE_VERSION = 2
 MANIFEST = f"{rendering.CONFIGMAP_NAME}.yaml"
 
@@ -134,27 +135,53 @@ def write_atomic(path: pathlib.Path, content: str) -> None:
 
 
 class OutputDir:
+    """``OUT``, with its record kept in SQLite so that a pass saves only what it changed."""
+
     def __init__(self, root: pathlib.Path) -> None:
         self.root = root
         self.records: dict[str, Record] = {}
-        self._dirty = False
+        self._changed: set[str] = set()
+        self._db: sqlite3.Connection | None = None
         self._load_state()
 
     @property
     def state_path(self) -> pathlib.Path:
         return self.root / STATE_DIR / STATE_FILE
 
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.state_path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            db = sqlite3.connect(self.state_path, isolation_level=None, check_same_thread=False)
+            # WAL without a sync per commit: a crash may lose the last records,
+            # which only costs rewriting files whose content is the same.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS records ("
+                " namespace TEXT PRIMARY KEY, account TEXT NOT NULL,"
+                " sources TEXT NOT NULL, files TEXT NOT NULL)"
+            )
+            db.execute(f"PRAGMA user_version={STATE_VERSION}")
+            self._db = db
+        return self._db
+
     def _load_state(self) -> None:
-        try:
-            raw = json.loads(self.state_path.read_text(encoding="utf-8"))
-            if raw.get("version") != STATE_VERSION:
-                return
-            self.records = {ns: Record(**rec) for ns, rec in raw["accounts"].items()}
-        except FileNotFoundError:
+        if not self.state_path.exists():
             return
-        except (ValueError, TypeError, KeyError, OSError):
+        try:
+            db = self._connect()
+            rows = db.execute("SELECT namespace, account, sources, files FROM records").fetchall()
+            self.records = {
+                ns: Record(account, json.loads(sources), json.loads(files))
+                for ns, account, sources, files in rows
+            }
+        except (sqlite3.DatabaseError, ValueError, TypeError):
             # A damaged record only costs rewrites: outputs are re-derived on this pass.
             self.records = {}
+            self._changed = set()
+            self._db = None
+            with contextlib.suppress(OSError):
+                self.state_path.unlink()
 
     def write_account(
         self, namespace: str, account: str, data: Mapping[str, str], sources: Sequence[str]
@@ -187,12 +214,12 @@ class OutputDir:
         record = Record(account, sorted(sources), dict(sorted(hashes.items())))
         if old != record:
             self.records[namespace] = record
-            self._dirty = True
+            self._changed.add(namespace)
         return bool(stale)
 
     def remove_account(self, namespace: str) -> bool:
         record = self.records.pop(namespace, None)
-        self._dirty = True
+        self._changed.add(namespace)
         directory = self.root / namespace
         try:
             for name in record.files if record else ():
@@ -205,17 +232,25 @@ class OutputDir:
         return True
 
     def save(self) -> bool:
-        """Write the record if it changed; whether it did."""
-        if not self._dirty:
+        """Store the records this pass changed; whether there were any."""
+        if not self._changed:
             return False
-        state = {
-            "version": STATE_VERSION,
-            "accounts": {ns: dataclasses.asdict(r) for ns, r in sorted(self.records.items())},
-        }
+        upserts = [
+            (ns, r.account, json.dumps(r.sources), json.dumps(r.files))
+            for ns in sorted(self._changed)
+            if (r := self.records.get(ns)) is not None
+        ]
+        deletes = [(ns,) for ns in sorted(self._changed) if ns not in self.records]
         try:
-            self.state_path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            write_atomic(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
-        except OSError as e:
-            raise OutputError(self.state_path, f"cannot write state: {e.strerror or e}") from e
-        self._dirty = False
+            db = self._connect()
+            with contextlib.closing(db.cursor()) as cursor:
+                cursor.execute("BEGIN")
+                cursor.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", upserts)
+                cursor.executemany("DELETE FROM records WHERE namespace = ?", deletes)
+                cursor.execute("COMMIT")
+        except (OSError, sqlite3.Error) as e:
+            with contextlib.suppress(sqlite3.Error):
+                self._connect().execute("ROLLBACK")
+            raise OutputError(self.state_path, f"cannot write state: {e}") from e
+        self._changed.clear()
         return True

@@ -85,6 +85,7 @@ class Reconciler:
         self.protected: set[str] = set()  # namespaces whose inputs are broken: outputs kept
         self._output_errors: list[Located] = []
         self.stamps: dict[str, tuple[int, ...]] = {}
+        self._locations: dict[tuple[findings.Finding, object], Located] = {}
         self._scanned = False
 
     def run(self, changed: Iterable[str] | None = None) -> PassReport:
@@ -257,7 +258,15 @@ class Reconciler:
         )
         for namespace in sorted(self.results):
             found.extend(self.results[namespace].findings)
-        located = [self.locate(f) for f in found]
+        # Finding a line re-parses the file, so located findings are kept from
+        # pass to pass for as long as their file is unchanged.
+        cache, self._locations = self._locations, {}
+        located = []
+        for finding in found:
+            key = (finding, self.stamps.get(_path(finding.source) or ""))
+            item = cache.get(key) or self.locate(finding)
+            self._locations[key] = item
+            located.append(item)
         return sorted(located, key=lambda item: (item.file, item.line or 0))
 
     def locate(self, finding: findings.Finding) -> Located:

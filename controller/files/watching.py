@@ -13,6 +13,7 @@ A periodic rescan backs all of this up; it costs a stat per file.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import pathlib
@@ -84,7 +85,7 @@ class Watch:
         reconciler: reconciling.Reconciler,
         on_report: Callback,
         *,
-        debounce: float = 0.05,
+        debounce: float = 0.02,
         max_delay: float = 1.0,
         resync: float = 30.0,
     ) -> None:
@@ -108,6 +109,10 @@ class Watch:
             # Watching started first: a change made during this pass is not missed.
             self.on_report(self.reconciler.run(), "start")
             while not self._stopping.is_set():
+                # What a pass keeps (parsed declarations, results) lives long:
+                # moving it out of the collector's sight keeps a full GC from
+                # walking 100,000 accounts in the middle of a one-file change.
+                gc.freeze()
                 root_watch = self._step(observer, root_watch)
         finally:
             observer.stop()
