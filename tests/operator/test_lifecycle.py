@@ -223,3 +223,28 @@ def test_an_account_recreated_after_its_namespace_was_deleted(
     )
     cm = wait_json(kube, cm_args(account), lambda cm: True, timeout=60)
     assert settings(cm, "openai")["using_global"] is True
+
+
+def _metric(operator: support.Operator, name: str) -> float:
+    total = 0.0
+    for line in operator.metrics().splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_an_unchanged_result_is_not_rewritten(
+    installed: Kube, operator: support.Operator, account: str
+) -> None:
+    cm = support.get_json(installed, *cm_args(account))
+    writes = _metric(operator, "settings_controller_writes_total")
+    reconciles = _metric(operator, "settings_controller_reconciles_total")
+    # An event that changes nothing the output depends on: a label on the Account.
+    installed.kubectl("label", "account", account, "touched=yes")
+    support.until(
+        lambda: _metric(operator, "settings_controller_reconciles_total") > reconciles,
+        "the account reconciled again",
+    )
+    assert _metric(operator, "settings_controller_writes_total") == writes
+    again = support.get_json(installed, *cm_args(account))
+    assert again["metadata"]["resourceVersion"] == cm["metadata"]["resourceVersion"]
