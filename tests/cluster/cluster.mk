@@ -22,6 +22,7 @@ cluster-status:
 cluster-build:
 	$(CLUSTER_CTL) build
 
-# The control-plane tests alone, with the system's pytest.
-cluster-test:
-	$(CLUSTER_PYTHON) -m pytest tests/cluster -q -p tests.cluster.fixtures
+# The control-plane tests alone, in the project's virtualenv (tests/conftest.py
+# imports the project and loads tests.cluster.fixtures).
+cluster-test: $(VENV)/.installed-dev
+	$(BIN)/pytest tests/cluster -q
