@@ -34,6 +34,14 @@ typecheck: $(VENV)/.installed-dev
 imports: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
+# Regenerates deploy/crd and the key-name policy from schemas/ (a test fails on drift).
+manifests: $(VENV)/.installed
+	$(BIN)/settings-controller crds --output-dir deploy/crd --policy-file deploy/policy/no-keys-in-overrides.yaml
+
+# Benchmarks: not part of `make test` (see tests/bench/).
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.bench
+
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
 

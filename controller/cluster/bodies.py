@@ -13,7 +13,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
-from controller.cluster import crds
 from controller.core import catalog, declarations, findings, rendering
 
 
@@ -63,11 +62,6 @@ def observe(cat: catalog.Catalog, body: Mapping[str, Any]) -> Observed:
     raw: dict[str, Any] = copy.deepcopy(dict(body))
     meta = raw.get("metadata") or {}
     name = str(meta.get("name", ""))
-    if raw.get("kind") == catalog.OVERRIDE:
-        # Object names cannot hold "_": the core knows the type, the cluster its name.
-        type_name = crds.type_of(name, cat)
-        if type_name is not None:
-            raw["metadata"] = {**meta, "name": type_name}
     declaration, problems = declarations.parse(cat, raw)
     return Observed(
         kind=str(raw.get("kind", "")),

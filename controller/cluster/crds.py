@@ -57,23 +57,6 @@ KEY_HINT = (
 )
 
 
-def object_name(type_name: str) -> str:
-    """The Kubernetes object name of an integration type's IntegrationSettings.
-
-    Object names are DNS subdomains: no ``_``. ``image_generation`` is declared
-    as ``image-generation`` in a cluster; the operator maps it back.
-    """
-    return type_name.replace("_", "-")
-
-
-def type_of(name: str, cat: catalog.Catalog) -> str | None:
-    """The integration type an IntegrationSettings object name stands for, if any."""
-    for type_name in cat.integrations:
-        if name in (type_name, object_name(type_name)):
-            return type_name
-    return None
-
-
 def structural(node: Any, where: str = "") -> Any:
     """A structural-schema translation of one JSON Schema node (see the module docstring)."""
     if not isinstance(node, Mapping):
@@ -167,7 +150,7 @@ def printer_columns(cat: catalog.Catalog, kind: str) -> list[dict[str, Any]]:
         ]
         columns += [
             {
-                "name": f"{object_name(t)}-defaults",
+                "name": f"{cat.integrations[t].object_name}-defaults",
                 "type": "boolean",
                 "jsonPath": f".status.usingGlobal.{t}",
                 "description": f"Whether the account uses the platform defaults for {t} "
@@ -210,7 +193,7 @@ def _root_rules(cat: catalog.Catalog, kind: catalog.Kind) -> list[dict[str, str]
             }
         ]
     if kind.name == catalog.OVERRIDE:
-        names = [object_name(t) for t in cat.integrations]
+        names = [t.object_name for t in cat.integrations.values()]
         return [
             {
                 "rule": f"self.metadata.name in {_cel_list(names)}",

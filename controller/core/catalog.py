@@ -54,6 +54,11 @@ class IntegrationType:
     validators: Mapping[str, jsonschema.protocols.Validator]
     fast_validators: Mapping[str, Any]
 
+    @property
+    def object_name(self) -> str:
+        """The name of its IntegrationSettings objects: Kubernetes names hold no ``_``."""
+        return self.name.replace("_", "-")
+
     def check(self, field: str, value: Any) -> list[str]:
         """Why ``value`` is not acceptable for ``field``; empty when it is. Never quotes the value."""
         found = validation.problems(self.validators[field], value, self.fast_validators[field])
@@ -87,6 +92,13 @@ class Catalog:
     @property
     def overridable_fields(self) -> frozenset[str]:
         return frozenset(f for t in self.integrations.values() for f in t.fields)
+
+    def type_for_object_name(self, name: str) -> str | None:
+        """The integration an IntegrationSettings object name stands for (either spelling)."""
+        for itype in self.integrations.values():
+            if name in (itype.name, itype.object_name):
+                return itype.name
+        return None
 
     def looks_like_credential(self, name: str) -> bool:
         return credentials.looks_like_credential(name, exempt=self.overridable_fields)
@@ -145,10 +157,12 @@ def _kind(
     if name == GLOBAL:
         _add_integration_blocks(schema, common, integrations)
     if name == OVERRIDE:
-        # The object's name is the integration type it overrides.
+        # The object's name is the integration type it overrides, spelled as a
+        # Kubernetes name (image-generation) or as the type (image_generation).
+        spellings = {s for t in integrations.values() for s in (t.object_name, t.name)}
         schema["properties"]["metadata"]["properties"]["name"] = {
             "type": "string",
-            "enum": list(integrations),
+            "enum": sorted(spellings),
             "description": schema["properties"]["metadata"]["properties"]["name"]["description"],
         }
     jsonschema.Draft202012Validator.check_schema(schema)

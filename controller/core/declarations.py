@@ -110,7 +110,7 @@ def parse(
     errors.extend(_semantic(cat, body, ref, source))
     if errors:
         return None, errors
-    return _build(kind.name, body, source), []
+    return _build(cat, kind.name, body, source), []
 
 
 def _with_hint(cat: catalog.Catalog, problem: validation.Problem) -> str:
@@ -151,14 +151,16 @@ def _semantic(
     return out
 
 
-def _build(kind: str, body: Mapping[str, Any], source: Hashable) -> Declaration:
+def _build(
+    cat: catalog.Catalog, kind: str, body: Mapping[str, Any], source: Hashable
+) -> Declaration:
     meta, spec = body["metadata"], body["spec"]
     if kind == catalog.ACCOUNT:
         return Account(meta["name"], spec["plan"], spec["namespace"], source)
     if kind == catalog.OVERRIDE:
         return IntegrationSettings(
             namespace=meta["namespace"],
-            type=meta["name"],
+            type=cat.type_for_object_name(meta["name"]) or meta["name"],
             is_active=spec.get("isActive", True),
             overrides=dict(spec.get("overrides") or {}),
             source=source,

@@ -107,7 +107,7 @@ def watch_latency(n: int, edits: int, work: pathlib.Path) -> dict[str, Any]:
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(text)
             os.replace(tmp, path)  # how editors and git write
-            _wait(lambda t=target, m=model: f'"model": "{m}"' in t.read_text(), 10)
+            _wait(lambda t=target, m=model: json.loads(t.read_text())["model"] == m, 10)
             latencies.append(time.perf_counter() - started)
             time.sleep(0.05)
     finally:
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
 
     base = baseline_files_per_second(work)
+    print(f"baseline: {base:,.0f} atomic file writes/s", file=sys.stderr)
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "baseline_files_per_s": base,
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         row = cold_reconcile(n, work)
         row["ratio_to_baseline"] = row["accounts_per_s"] / results["baseline_accounts_per_s"]
         results["cold"].append(row)
+        print(f"cold reconcile of {n:,} accounts: {row['cold_s']:.2f} s", file=sys.stderr)
     results["watch"] = watch_latency(args.watch_accounts, args.edits, work)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

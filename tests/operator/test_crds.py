@@ -68,11 +68,11 @@ def test_schemas_are_structural(catalog: catalog_.Catalog, kind: str) -> None:
 
 def test_override_names_are_object_names(catalog: catalog_.Catalog) -> None:
     # Kubernetes object names cannot hold "_": image_generation is image-generation.
-    names = {crds.object_name(t) for t in catalog.integrations}
+    names = {t.object_name for t in catalog.integrations.values()}
     assert "image-generation" in names
-    assert all(crds.type_of(n, catalog) is not None for n in names)
-    assert crds.type_of("image_generation", catalog) == "image_generation"
-    assert crds.type_of("nope", catalog) is None
+    assert all(catalog.type_for_object_name(n) is not None for n in names)
+    assert catalog.type_for_object_name("image_generation") == "image_generation"
+    assert catalog.type_for_object_name("nope") is None
 
 
 def test_account_columns_show_platform_defaults_per_integration(
