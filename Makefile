@@ -42,6 +42,10 @@ manifests: $(VENV)/.installed
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.bench
 
+# The long fuzz run (make test runs the same tests with a small budget).
+fuzz: $(VENV)/.installed-dev
+	FUZZ_BUDGET=100000 $(BIN)/pytest tests/reliability -q -k fuzz
+
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
 
