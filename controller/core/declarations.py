@@ -107,7 +107,8 @@ def parse(
         findings.error(findings.Reason.SCHEMA_VIOLATION, _with_hint(cat, p), ref, p.path, source)
         for p in problems
     ]
-    errors.extend(_semantic(cat, body, ref, source))
+    if not errors:  # the semantic checks read the fields the schema guarantees
+        errors.extend(_semantic(cat, body, ref, source))
     if errors:
         return None, errors
     return _build(cat, kind.name, body, source), []
