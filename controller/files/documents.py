@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -100,6 +101,7 @@ def parse(text: str, keep_nodes: bool = False) -> list[Document]:
     """Every document of a YAML stream. Raises ``DocumentError`` at the first problem."""
     if len(text) > MAX_FILE_BYTES:
         raise DocumentError(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB", 1)
+    _check_flow_depth(text)
     out: list[Document] = []
     try:
         for index, node in enumerate(_compose_all(text)):
@@ -119,6 +121,30 @@ def parse(text: str, keep_nodes: bool = False) -> list[Document]:
     except RecursionError:
         raise DocumentError(f"document nests deeper than {MAX_DEPTH} levels", 1) from None
     return out
+
+
+# libyaml composes nodes recursively in C: tens of thousands of nested flow
+# collections ([[[[... in a 4 MiB file) overflow the C stack and kill the
+# process (SIGSEGV) before _Walk can count the depth. Block nesting is bounded
+# by indentation (a 4 MiB file holds fewer than 3,000 levels); flow nesting is
+# bounded here, before libyaml sees the text, by an upper bound of the depth
+# (brackets inside strings count too, so the bound is far above MAX_DEPTH).
+_MAX_FLOW_BRACKETS = 1_000
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _check_flow_depth(text: str) -> None:
+    if text.count("[") + text.count("{") <= _MAX_FLOW_BRACKETS:
+        return
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        if m.group() in "[{":
+            depth += 1
+            if depth > _MAX_FLOW_BRACKETS:
+                line = text.count("\n", 0, m.start()) + 1
+                raise DocumentError(f"document nests deeper than {MAX_DEPTH} levels", line)
+        elif depth:
+            depth -= 1
 
 
 @functools.lru_cache(maxsize=32)
