@@ -1,0 +1,444 @@
+"""Cluster-mode benchmark: the operator's fan-out against the API server's raw write rate.
+
+    python -m tests.bench.cluster [--sizes 1000,10000] [--edits 50] [--profile DIR] [--keep]
+
+Starts a dedicated local control plane (``.cluster/bench``, see kube.py),
+installs deploy/, creates the accounts with concurrent server-side apply
+(tests/bench/generate.py's mix: ~30% override, ~10% free plan, each account
+its own namespace), runs the operator as its ServiceAccount and measures:
+
+* baseline: server-side applies of account-sized ConfigMaps per second, from
+  lightkube at the operator's concurrency, in the same run (the limit);
+* cold start: operator started against existing accounts, until every
+  Account is Ready for its generation;
+* fan-out: one global default changed (openai temperature) until every
+  affected ConfigMap carries it (seen on a watch), as accounts/s and as a
+  ratio to the baseline; the writes it made, from the operator's metrics and
+  the API server's ``apiserver_request_total``;
+* memory: operator RSS per size, and growth per account;
+* single edit latency: one IntegrationSettings edited ``--edits`` times, from
+  the apply returning to the ConfigMap update on the watch;
+* restart with nothing changed: writes made (must be 0) and time to go through
+  every account.
+
+Prints a table and merges the numbers into tests/bench/results.json under "cluster".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pathlib
+import platform
+import random
+import statistics
+import sys
+import time
+from typing import Any
+
+import yaml
+
+from tests.bench import generate, kube
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results.json"
+KEYS = {"openai": "sk-bench-openai", "dalle": "sk-bench-dalle", "runware": "rw-bench"}
+PLAN_LABEL = f"{kube.GROUP}/plan"
+SETUP_CONCURRENCY = 64
+
+
+# --- the accounts ------------------------------------------------------------------------
+
+
+class Spec:
+    """One account of generate.py's mix, as cluster objects."""
+
+    def __init__(self, index: int, rng: random.Random) -> None:
+        docs = list(yaml.safe_load_all(generate.account_text(index, rng)))
+        self.account = docs[0]
+        self.name: str = self.account["metadata"]["name"]
+        self.plan: str = self.account["spec"]["plan"]
+        self.overrides = []
+        for doc in docs[1:]:
+            # Object names cannot hold "_": the cluster spelling of image_generation.
+            doc["metadata"]["name"] = doc["metadata"]["name"].replace("_", "-")
+            self.overrides.append(doc)
+        openai = next((d for d in self.overrides if d["metadata"]["name"] == "openai"), None)
+        # The admission policy refuses overrides for a plan that may not have them:
+        # those accounts exist, but their IntegrationSettings never get in.
+        if self.plan == "free":
+            self.overrides = []
+            openai = None
+        self.temperature: float | None = (
+            openai["spec"]["overrides"].get("temperature") if openai is not None else None
+        )
+        self.temperature_overridden = self.temperature is not None
+
+    def objects(self) -> list[dict[str, Any]]:
+        namespace = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": self.name, "labels": {PLAN_LABEL: self.plan}},
+        }
+        return [namespace, *self.overrides, self.account]
+
+
+def specs(n: int) -> list[Spec]:
+    rng = random.Random(20_000)  # one sequence: the first 1,000 are the same in every size
+    return [Spec(i, rng) for i in range(n)]
+
+
+# --- measurements --------------------------------------------------------------------------
+
+
+async def create(api: Any, batch: list[Spec]) -> dict[str, Any]:
+    started = time.perf_counter()
+    count = await kube.apply_all(api, (s.objects() for s in batch), SETUP_CONCURRENCY)
+    elapsed = time.perf_counter() - started
+    return {"objects": count, "s": elapsed, "objects_per_s": count / elapsed}
+
+
+async def baseline(
+    api: Any, observer: kube.Observer, namespaces: list[str], count: int, concurrency: int
+) -> dict[str, Any]:
+    """Server-side applies of account-sized ConfigMaps (updates: each changes the data)."""
+    data = dict(observer.sample_data)
+    size = sum(len(k) + len(v) for k, v in data.items())
+
+    def manifest(namespace: str, round_: int) -> dict[str, Any]:
+        changed = {k: v.replace('"id"', f'"round": {round_}, "id"', 1) for k, v in data.items()}
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "bench-baseline",
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "settings-bench"},
+                "annotations": {f"{kube.GROUP}/content-hash": f"round-{round_}"},
+            },
+            "data": changed,
+        }
+
+    targets = namespaces[: min(count, len(namespaces))]
+    # First pass creates them (not timed), then timed passes update them.
+    await kube.apply_all(api, ([manifest(ns, 0)] for ns in targets), concurrency)
+    rounds = max(1, count // len(targets))
+    started = time.perf_counter()
+    writes = 0
+    for round_ in range(1, rounds + 1):
+        writes += await kube.apply_all(api, ([manifest(ns, round_)] for ns in targets), concurrency)
+    elapsed = time.perf_counter() - started
+    return {
+        "writes": writes,
+        "s": elapsed,
+        "writes_per_s": writes / elapsed,
+        "concurrency": concurrency,
+        "configmap_bytes": size,
+    }
+
+
+async def cold_start(
+    operator: kube.Operator, observer: kube.Observer, names: set[str], timeout: float
+) -> dict[str, Any]:
+    """Operator (re)started: until every account is Ready and has its ConfigMap."""
+    started = time.perf_counter()
+    operator.start()
+    ready = observer.wait_ready(names)
+    present = observer.wait_configmaps(names, lambda _: True)
+    await asyncio.wait_for(asyncio.gather(ready.done, present.done), timeout)
+    elapsed = max(ready.finished_at, present.finished_at) - started
+    await quiesce(operator)
+    return {"accounts": len(names), "s": elapsed, "accounts_per_s": len(names) / elapsed}
+
+
+async def quiesce(operator: kube.Operator, quiet: float = 3.0, timeout: float = 600) -> None:
+    """Until the operator's reconcile counter has not moved for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        now = kube.total(operator.metrics(), "settings_controller_reconciles_total")
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError("operator never went quiet")
+
+
+async def fanout(
+    api: Any,
+    paths: Any,
+    server: str,
+    operator: kube.Operator,
+    observer: kube.Observer,
+    batch: list[Spec],
+    temperature: float,
+    profile: pathlib.Path | None,
+) -> dict[str, Any]:
+    affected = {s.name for s in batch if not s.temperature_overridden}
+    global_ = yaml.safe_load((kube.REPO / "examples" / "global.yaml").read_text())
+    global_["spec"]["integrations"]["openai"]["defaults"]["temperature"] = temperature
+    before_op, before_api = operator.metrics(), kube.apiserver_writes(paths, server)
+    waiter = observer.wait_configmaps(affected, lambda o: o.get("temperature") == temperature)
+    if profile is not None:
+        operator.profile(profile, seconds=max(5, len(batch) // 100))
+    started = time.perf_counter()
+    await kube.apply(api, global_)
+    await asyncio.wait_for(waiter.done, 600)
+    elapsed = waiter.finished_at - started
+    await quiesce(operator)
+    op = operator.metrics()
+    api_writes = kube.delta(kube.apiserver_writes(paths, server), before_api)
+    lost = [
+        s.name
+        for s in batch
+        if s.temperature_overridden
+        and observer.configmaps[s.name].get("temperature") != s.temperature
+    ]
+    assert not lost, f"overridden temperature replaced in {lost[:5]}"
+    writes = {
+        kind: kube.total(op, "settings_controller_writes_total", kind=kind)
+        - kube.total(before_op, "settings_controller_writes_total", kind=kind)
+        for kind in ("ConfigMap", "Secret", "Namespace")
+    }
+    return {
+        "accounts": len(batch),
+        "affected": len(affected),
+        "s": elapsed,
+        "accounts_per_s": len(affected) / elapsed,
+        "operator_writes": writes,
+        "apiserver_writes": api_writes,
+        "reconciles": kube.total(op, "settings_controller_reconciles_total")
+        - kube.total(before_op, "settings_controller_reconciles_total"),
+    }
+
+
+async def edits(api: Any, observer: kube.Observer, batch: list[Spec], count: int) -> dict[str, Any]:
+    """One pro account's openai override edited ``count`` times: apply -> ConfigMap updated."""
+    target = next(s for s in batch if s.plan == "pro")
+    latencies = []
+    for i in range(count):
+        model = generate.MODELS[i % 2]
+        manifest = {
+            "apiVersion": f"{kube.GROUP}/{kube.VERSION}",
+            "kind": "IntegrationSettings",
+            "metadata": {"name": "openai", "namespace": target.name},
+            "spec": {"overrides": {"model": model, "max_tokens": 1000 + i}},
+        }
+        waiter = observer.wait_configmaps(
+            {target.name}, lambda o, t=1000 + i: o.get("max_tokens") == t
+        )
+        started = time.perf_counter()
+        await kube.apply(api, manifest)
+        await asyncio.wait_for(waiter.done, 30)
+        latencies.append(waiter.finished_at - started)
+        await asyncio.sleep(0.1)
+    latencies.sort()
+    return {
+        "accounts": len(batch),
+        "edits": count,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "max_ms": 1000 * latencies[-1],
+    }
+
+
+async def restart(
+    paths: Any, server: str, operator: kube.Operator, observer: kube.Observer, batch: list[Spec]
+) -> dict[str, Any]:
+    """Stop and start with nothing changed: writes made, time to reconcile every account."""
+    operator.stop()
+    before = kube.apiserver_writes(paths, server)
+    started = time.perf_counter()
+    operator.start()
+    await kube.until(
+        lambda: (
+            kube.total(operator.metrics(), "settings_controller_reconciles_total") >= len(batch)
+        ),
+        600,
+        "every account reconciled after the restart",
+    )
+    elapsed = time.perf_counter() - started
+    await quiesce(operator)
+    op = operator.metrics()
+    return {
+        "accounts": len(batch),
+        "s": elapsed,
+        "operator_writes": kube.total(op, "settings_controller_writes_total"),
+        "apiserver_writes": kube.delta(kube.apiserver_writes(paths, server), before),
+        "rss_mib": operator.rss_mib(),
+    }
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    print(
+        f"cluster bench: starting a dedicated control plane ({kube.bench_paths().root})",
+        file=sys.stderr,
+    )
+    paths, info = kube.start_control_plane()
+    try:
+        return await _run(args, work, sizes, paths, info)
+    finally:
+        if not args.keep:
+            kube.controlplane.down(paths)
+
+
+async def _run(
+    args: argparse.Namespace, work: pathlib.Path, sizes: list[int], paths: Any, info: Any
+) -> dict[str, Any]:
+    kube.install(info, KEYS)
+    all_specs = specs(sizes[-1])
+    api = kube.admin_client(info)
+    observer = kube.Observer(api)
+    observer.start()
+    operator = kube.Operator(info, work / "operator.log", args.concurrency)
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+        f"Python {platform.python_version()}",
+        "kubernetes": "kube-apiserver "
+        + kube.controlplane.kubernetes_version()
+        + " (tests/cluster, etcd fsync off)",
+        "concurrency": args.concurrency,
+        "sizes": [],
+    }
+    created = 0
+    temperature = 0.7
+    try:
+        for n in sizes:
+            row: dict[str, Any] = {"accounts": n}
+
+            def log(what: str, n: int = n) -> None:
+                print(f"  [{n:,}] {what}", file=sys.stderr, flush=True)
+
+            operator.stop()  # accounts are created while it is down: a cold start
+            log(f"creating accounts {created:,}..{n - 1:,}")
+            row["setup"] = await create(api, all_specs[created:n])
+            log(f"created {row['setup']['objects']:,} objects in {row['setup']['s']:.1f} s")
+            names = {s.name for s in all_specs[:n]}
+            row["cold_start"] = await cold_start(operator, observer, names, 1800)
+            row["cold_start"]["never_rendered"] = n - created
+            created = n
+            log(f"cold start: {row['cold_start']['s']:.1f} s")
+            row["rss_mib"] = operator.rss_mib()
+            row["baseline"] = await baseline(
+                api, observer, sorted(names), max(2000, n // 2), args.concurrency
+            )
+            log(f"baseline: {row['baseline']['writes_per_s']:.0f} writes/s")
+            temperature = 0.9 if temperature != 0.9 else 0.7
+            prof = args.profile / f"fanout-{n}.speedscope.json" if args.profile else None
+            row["fanout"] = await fanout(
+                api, paths, info.server, operator, observer, all_specs[:n], temperature, prof
+            )
+            row["fanout"]["ratio_to_baseline"] = (
+                row["fanout"]["accounts_per_s"] / row["baseline"]["writes_per_s"]
+            )
+            log(
+                f"fan-out: {row['fanout']['s']:.1f} s, ratio {row['fanout']['ratio_to_baseline']:.2f}"
+            )
+            row["rss_after_fanout_mib"] = operator.rss_mib()
+            if n == sizes[-1]:
+                row["edit"] = await edits(api, observer, all_specs[:n], args.edits)
+                log(
+                    f"edits: p50 {row['edit']['p50_ms']:.0f} ms, p99 {row['edit']['p99_ms']:.0f} ms"
+                )
+                row["restart"] = await restart(
+                    paths, info.server, operator, observer, all_specs[:n]
+                )
+                log(
+                    f"restart: {row['restart']['s']:.1f} s, writes {row['restart']['apiserver_writes']}"
+                )
+            results["sizes"].append(row)
+    finally:
+        operator.stop()
+        await observer.stop()
+        await api.close()
+    if len(sizes) > 1:
+        small, large = results["sizes"][0], results["sizes"][-1]
+        results["rss_kib_per_account"] = (
+            1024 * (large["rss_mib"] - small["rss_mib"]) / (large["accounts"] - small["accounts"])
+        )
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"cluster mode on {results['machine']}; {results['kubernetes']}; "
+        f"operator --concurrency {results['concurrency']}"
+    ]
+    lines.append(
+        f"{'accounts':>9} {'baseline w/s':>13} {'fan-out s':>10} {'affected':>9} "
+        f"{'acct/s':>8} {'vs base':>8} {'CM writes':>10} {'other writes':>13} "
+        f"{'cold start s':>13} {'RSS MiB':>8}"
+    )
+    for row in results["sizes"]:
+        f = row["fanout"]
+        cm = f["operator_writes"]["ConfigMap"]
+        other = sum(f["apiserver_writes"].values()) - f["apiserver_writes"].get("configmaps", 0)
+        lines.append(
+            f"{row['accounts']:>9,} {row['baseline']['writes_per_s']:>13,.0f} {f['s']:>10.2f} "
+            f"{f['affected']:>9,} {f['accounts_per_s']:>8,.0f} {f['ratio_to_baseline']:>8.2f} "
+            f"{cm:>10,.0f} {other:>13,.0f} {row['cold_start']['s']:>13.1f} {row['rss_mib']:>8.0f}"
+        )
+    last = results["sizes"][-1]
+    if "edit" in last:
+        e = last["edit"]
+        lines.append(
+            f"single edit, {e['accounts']:,} accounts, {e['edits']} edits: p50 {e['p50_ms']:.0f} ms, "
+            f"p99 {e['p99_ms']:.0f} ms, max {e['max_ms']:.0f} ms"
+        )
+    if "restart" in last:
+        r = last["restart"]
+        lines.append(
+            f"restart, nothing changed, {r['accounts']:,} accounts: {r['s']:.1f} s, "
+            f"writes {sum(r['apiserver_writes'].values()):.0f} {r['apiserver_writes']}"
+        )
+    if "rss_kib_per_account" in results:
+        lines.append(f"operator RSS growth: {results['rss_kib_per_account']:.1f} KiB per account")
+    return "\n".join(lines)
+
+
+def merge(results: dict[str, Any]) -> None:
+    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    merged["cluster"] = results
+    tmp = RESULTS.with_name(RESULTS.name + ".tmp")
+    tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    tmp.replace(RESULTS)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--sizes", default="1000,10000", help="accounts, comma-separated (grown in order)"
+    )
+    p.add_argument("--edits", type=int, default=50)
+    p.add_argument(
+        "--concurrency", type=int, default=16, help="operator's --concurrency, and the baseline's"
+    )
+    p.add_argument(
+        "--profile", type=pathlib.Path, default=None, help="py-spy the fan-outs into DIR"
+    )
+    p.add_argument("--keep", action="store_true", help="leave the control plane running")
+    p.add_argument("--work", type=pathlib.Path, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    work = args.work or pathlib.Path("/tmp") / f"settings-bench-cluster-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(run(args, work))
+    print(table(results))
+    merge(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""Helpers for the cluster benchmark: a dedicated control plane, bulk writes, watches, metrics.
+
+The benchmark runs its own control plane instance under ``.cluster/bench``
+(same binary as ``make cluster-up``, separate state, ports and etcd), so test
+sessions using ``.cluster`` neither disturb the numbers nor see 10,000
+namespaces appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import httpx2
+from lightkube import AsyncClient, KubeConfig
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.resources import core_v1
+from lightkube.types import PatchType
+
+from tests.cluster import controlplane
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CLI = pathlib.Path(sys.executable).parent / "settings-controller"
+GROUP, VERSION = "integrations.igny8.com", "v1alpha1"
+OPERATOR_NAMESPACE = "settings-controller-system"
+CONFIGMAP = "integration-settings"
+MANAGER = "settings-bench"
+
+Account = create_global_resource(GROUP, VERSION, "Account", "accounts")
+Override = create_namespaced_resource(GROUP, VERSION, "IntegrationSettings", "integrationsettings")
+Global = create_global_resource(
+    GROUP, VERSION, "GlobalIntegrationSettings", "globalintegrationsettings"
+)
+KINDS: Mapping[str, Any] = {
+    "Namespace": core_v1.Namespace,
+    "ConfigMap": core_v1.ConfigMap,
+    "Secret": core_v1.Secret,
+    "Account": Account,
+    "IntegrationSettings": Override,
+    "GlobalIntegrationSettings": Global,
+}
+
+
+# --- the dedicated control plane ---------------------------------------------------
+
+
+def bench_paths() -> controlplane.Paths:
+    """State under .cluster/bench; the binary shared with .cluster/bin (built there once)."""
+    shared = controlplane.Paths()
+    paths = controlplane.Paths(shared.root / "bench")
+    paths.bin, paths.harness, paths.kubectl = shared.bin, shared.harness, shared.kubectl
+    return paths
+
+
+def start_control_plane() -> tuple[controlplane.Paths, controlplane.ClusterInfo]:
+    paths = bench_paths()
+    if controlplane.go_binary() is not None:
+        controlplane.build(controlplane.Paths())  # cached: about a second when nothing changed
+    # A fresh instance each run: leftovers of an earlier run would skew every number.
+    controlplane.down(paths)
+    info = controlplane.up(paths, rebuild=False)
+    return paths, info
+
+
+def kubectl(info: controlplane.ClusterInfo, *args: str, input: str | None = None) -> str:
+    done = subprocess.run(
+        [str(info.kubectl_path), f"--kubeconfig={info.kubeconfig}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr}")
+    return done.stdout
+
+
+def install(info: controlplane.ClusterInfo, keys: Mapping[str, str]) -> None:
+    """deploy/ (CRDs, RBAC, admission policies), the platform keys, examples/global.yaml."""
+    kubectl(info, "apply", "-k", str(REPO / "deploy"), "--server-side", "--force-conflicts")
+    kubectl(
+        info,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/name=settings-controller",
+    )
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "platform-api-keys", "namespace": OPERATOR_NAMESPACE},
+        "type": "Opaque",
+        "stringData": dict(keys),
+    }
+    kubectl(info, "apply", "--server-side", "-f", "-", input=json.dumps(secret))
+    kubectl(info, "apply", "--server-side", "-f", str(REPO / "examples" / "global.yaml"))
+
+
+def admin_client(info: controlplane.ClusterInfo) -> AsyncClient:
+    config = KubeConfig.from_file(info.kubeconfig)
+    return AsyncClient(config, field_manager=MANAGER, timeout=httpx2.Timeout(60.0), trust_env=False)
+
+
+async def apply(api: AsyncClient, manifest: Mapping[str, Any]) -> None:
+    """Server-side apply of one manifest (a dict), as the operator's client does it."""
+    res = KINDS[manifest["kind"]]
+    meta = manifest["metadata"]
+    await api.patch(
+        res,
+        meta["name"],
+        dict(manifest),
+        namespace=meta.get("namespace"),
+        patch_type=PatchType.APPLY,
+        field_manager=MANAGER,
+        force=True,
+    )
+
+
+async def apply_all(
+    api: AsyncClient, groups: Iterable[list[dict[str, Any]]], concurrency: int
+) -> int:
+    """Apply each group in order (a namespace before what lives in it), groups concurrently."""
+    gate = asyncio.Semaphore(concurrency)
+    count = 0
+
+    async def one(group: list[dict[str, Any]]) -> None:
+        nonlocal count
+        async with gate:
+            for manifest in group:
+                for attempt in range(5):
+                    try:
+                        await apply(api, manifest)
+                        break
+                    except httpx2.HTTPError:
+                        if attempt == 4:
+                            raise
+                        await asyncio.sleep(0.5 * (attempt + 1))
+                count += 1
+
+    await asyncio.gather(*(one(g) for g in groups))
+    return count
+
+
+# --- watching outputs and statuses ------------------------------------------------------
+
+
+class Waiter:
+    """Done when every name in ``pending`` has been seen satisfying ``predicate``."""
+
+    def __init__(self, pending: set[str], predicate: Callable[[Any], bool]) -> None:
+        self.pending = set(pending)
+        self.predicate = predicate
+        self.done = asyncio.get_running_loop().create_future()
+        self.finished_at = 0.0
+        if not self.pending:
+            self.finished_at = time.perf_counter()
+            self.done.set_result(None)
+
+    def offer(self, name: str, value: Any) -> None:
+        if name in self.pending and self.predicate(value):
+            self.pending.discard(name)
+            if not self.pending and not self.done.done():
+                self.finished_at = time.perf_counter()
+                self.done.set_result(None)
+
+
+class Observer:
+    """Watches every generated ConfigMap and every Account; keeps what the benchmark checks.
+
+    ``configmaps``: namespace -> the parsed ``openai.json``; ``ready``: names of
+    Accounts whose Ready condition is True for their current generation.
+    """
+
+    def __init__(self, api: AsyncClient) -> None:
+        self.api = api
+        self.configmaps: dict[str, dict[str, Any]] = {}
+        self.sample_data: dict[str, str] = {}
+        self.ready: set[str] = set()
+        self.cm_waiters: list[Waiter] = []
+        self.ready_waiters: list[Waiter] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [
+            asyncio.create_task(self._watch_configmaps()),
+            asyncio.create_task(self._watch_accounts()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def wait_configmaps(self, pending: set[str], predicate: Callable[[Any], bool]) -> Waiter:
+        waiter = Waiter(pending, predicate)
+        self.cm_waiters.append(waiter)
+        for name in list(waiter.pending):
+            if name in self.configmaps:
+                waiter.offer(name, self.configmaps[name])
+        return waiter
+
+    def wait_ready(self, pending: set[str]) -> Waiter:
+        waiter = Waiter(pending, bool)
+        self.ready_waiters.append(waiter)
+        for name in list(waiter.pending):
+            waiter.offer(name, name in self.ready)
+        return waiter
+
+    async def _watch_configmaps(self) -> None:
+        async for type_, obj in self.api.watch(
+            core_v1.ConfigMap,
+            namespace="*",
+            fields={"metadata.name": CONFIGMAP},
+            on_error=_retry,
+        ):
+            namespace = obj.metadata.namespace
+            if type_ == "DELETED":
+                self.configmaps.pop(namespace, None)
+                continue
+            data = obj.data or {}
+            if not self.sample_data:
+                self.sample_data = dict(data)
+            try:
+                openai = json.loads(data.get("openai.json", "{}"))
+            except ValueError:
+                continue
+            self.configmaps[namespace] = openai
+            for waiter in self.cm_waiters:
+                waiter.offer(namespace, openai)
+            self.cm_waiters = [w for w in self.cm_waiters if not w.done.done()]
+
+    async def _watch_accounts(self) -> None:
+        async for type_, obj in self.api.watch(Account, on_error=_retry):
+            name = obj.metadata.name
+            status = (obj.status or {}) if type_ != "DELETED" else {}
+            ready = any(
+                c.get("type") == "Ready"
+                and c.get("status") == "True"
+                and c.get("observedGeneration") == obj.metadata.generation
+                for c in status.get("conditions") or ()
+            )
+            if ready:
+                self.ready.add(name)
+            else:
+                self.ready.discard(name)
+            for waiter in self.ready_waiters:
+                waiter.offer(name, ready)
+            self.ready_waiters = [w for w in self.ready_waiters if not w.done.done()]
+
+
+def _retry(e: BaseException, count: int) -> Any:
+    from lightkube.types import OnErrorAction, OnErrorResult
+
+    return OnErrorResult(OnErrorAction.RETRY, sleep=0.5)
+
+
+# --- the operator under test ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Operator:
+    """``settings-controller operator`` as a subprocess, as its ServiceAccount (deploy/rbac)."""
+
+    def __init__(self, info: controlplane.ClusterInfo, log: pathlib.Path, concurrency: int):
+        self.info = info
+        self.log = log
+        self.concurrency = concurrency
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.profiler: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(CLI),
+                    "operator",
+                    f"--kubeconfig={self.info.operator_kubeconfig}",
+                    f"--namespace={OPERATOR_NAMESPACE}",
+                    f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+                    f"--metrics-port={self.metrics_port}",
+                    f"--concurrency={self.concurrency}",
+                    "--resync=86400",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+            )
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def rss_mib(self) -> float:
+        assert self.proc is not None
+        for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def metrics(self) -> dict[str, float]:
+        """The operator's own counters: ``name{labels}`` -> value."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/", timeout=10) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("settings_controller_") and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def profile(self, output: pathlib.Path, seconds: int) -> None:
+        """py-spy record of the operator for ``seconds`` (in the background)."""
+        spy = shutil.which("py-spy") or str(pathlib.Path(sys.executable).parent / "py-spy")
+        assert self.proc is not None
+        self.profiler = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(self.proc.pid),
+                "--duration",
+                str(seconds),
+                "--rate",
+                "200",
+                "--format",
+                "speedscope",
+                "--output",
+                str(output),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+def total(metrics: Mapping[str, float], name: str, **labels: str) -> float:
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        v
+        for k, v in metrics.items()
+        if (k == name or k.startswith(name + "{")) and all(w in k for w in wanted)
+    )
+
+
+_REQUEST = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
+
+
+def apiserver_writes(paths: controlplane.Paths, server: str) -> dict[str, float]:
+    """Write requests the API server has served, by ``resource[/subresource]`` (all clients)."""
+    status, body = controlplane.api_get(paths, server, "/metrics", timeout=30)
+    if status != 200:
+        raise RuntimeError(f"/metrics: {status}")
+    out: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        m = _REQUEST.match(line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels")))
+        if labels.get("verb") not in WRITE_VERBS:
+            continue
+        key = labels.get("resource", "")
+        if labels.get("subresource"):
+            key += "/" + labels["subresource"]
+        out[key] = out.get(key, 0.0) + float(m.group("value"))
+    return out
+
+
+def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    return {
+        k: after[k] - before.get(k, 0.0)
+        for k in sorted(after)
+        if after[k] - before.get(k, 0.0) > 0 and k != "leases"
+    }
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not reached in {timeout:.0f}s: {what}")
+        await asyncio.sleep(0.2)
