@@ -229,9 +229,13 @@ class Reconciler:
         twice the accounts per second with two writers on this kind of disk).
         """
         if len(writes) >= _PARALLEL_FROM:
+            # Batches, not one future per account: a future's locks cost more
+            # than the account's merge.
+            size = max(16, len(writes) // (_WRITERS * 8))
+            batches = [writes[i : i + size] for i in range(0, len(writes), size)]
             with futures.ThreadPoolExecutor(_WRITERS, thread_name_prefix="write") as pool:
-                pending = [(ns, pool.submit(action)) for ns, action in writes]
-                outcomes = [(ns, _outcome(future.result)) for ns, future in pending]
+                done = pool.map(lambda batch: [(ns, _outcome(a)) for ns, a in batch], batches)
+                outcomes = [item for batch in done for item in batch]
         else:
             outcomes = [(ns, _outcome(action)) for ns, action in writes]
         for namespace, outcome in outcomes:
