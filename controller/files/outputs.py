@@ -150,6 +150,9 @@ class OutputDir:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
+            # Explicit modes: under a umask of 0 the output root and SQLite's files
+            # (database, -wal, -shm) would otherwise be world-writable.
+            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             self.state_path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             db = sqlite3.connect(self.state_path, isolation_level=None, check_same_thread=False)
             # WAL without a sync per commit: a crash may lose the last records,
@@ -162,6 +165,9 @@ class OutputDir:
                 " sources TEXT NOT NULL, files TEXT NOT NULL)"
             )
             db.execute(f"PRAGMA user_version={STATE_VERSION}")
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(f"{self.state_path}{suffix}", FILE_MODE)
             self._db = db
         return self._db
 
@@ -203,6 +209,7 @@ class OutputDir:
         ]
         try:
             if stale:
+                self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
                 directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             for name in stale:
                 write_atomic(directory / name, files[name])
