@@ -15,6 +15,10 @@ from typing import Any, TypedDict
 
 from controller.core import catalog, declarations, findings, rendering
 
+# On an account's namespace (read by the admission policy) and on its ConfigMap,
+# so that a restarted operator knows the namespace is labelled without a write.
+LABEL_PLAN = f"{catalog.GROUP}/plan"
+
 
 class Meta(TypedDict, total=False):
     name: str
@@ -47,6 +51,7 @@ class Observed:
     declaration: declarations.Declaration | None
     problems: tuple[findings.Finding, ...]  # why there is no declaration
     status: Mapping[str, Any]
+    resource_version: str = ""  # tells a stale index entry from one that saw our last patch
 
     @property
     def involved(self) -> dict[str, Any]:
@@ -72,6 +77,7 @@ def observe(cat: catalog.Catalog, body: Mapping[str, Any]) -> Observed:
         declaration=declaration,
         problems=tuple(problems),
         status=copy.deepcopy(raw.get("status") or {}),
+        resource_version=str(meta.get("resourceVersion", "")),
     )
 
 
@@ -83,6 +89,7 @@ class Output:
     content_hash: str  # of .data as stored (base64 for a Secret)
     owners: frozenset[str]  # ownerReferences' uids
     managed: bool  # carries our managed-by label
+    plan: str = ""  # the plan label: the plan the namespace was labelled with when written
 
 
 def output(body: Mapping[str, Any]) -> Output:
@@ -93,4 +100,5 @@ def output(body: Mapping[str, Any]) -> Output:
         content_hash=rendering.content_hash(dict(body.get("data") or {})),
         owners=frozenset(str(o.get("uid")) for o in meta.get("ownerReferences") or ()),
         managed=labels.get(rendering.LABEL_MANAGED_BY) == rendering.MANAGED_BY,
+        plan=str(labels.get(LABEL_PLAN, "")),
     )

@@ -90,10 +90,14 @@ async def override_event(namespace: str | None, memo: kopf.Memo, **_: Any) -> No
 
 
 @kopf.on.event("v1", "configmaps", field="metadata.name", value=rendering.CONFIGMAP_NAME)
-async def configmap_drift(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    await memo.reconciler.namespace(str(namespace))
+async def configmap_drift(
+    body: kopf.Body, type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    await memo.reconciler.output_event("ConfigMap", str(namespace), body, type)
 
 
 @kopf.on.event("v1", "secrets", field="metadata.name", value=rendering.CREDENTIALS_SECRET_NAME)
-async def secret_drift(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    await memo.reconciler.namespace(str(namespace))
+async def secret_drift(
+    body: kopf.Body, type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    await memo.reconciler.output_event("Secret", str(namespace), body, type)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from controller.cluster import bodies
 from controller.core import catalog, declarations, merging, rendering
 
-LABEL_PLAN = f"{catalog.GROUP}/plan"
+LABEL_PLAN = bodies.LABEL_PLAN
 
 
 class Keys(Protocol):
@@ -38,8 +38,12 @@ def owner_reference(account: bodies.Observed) -> dict[str, Any]:
     }
 
 
-def configmap(account: bodies.Observed, namespace: str, data: Mapping[str, str]) -> dict[str, Any]:
+def configmap(
+    account: bodies.Observed, namespace: str, data: Mapping[str, str], plan: str
+) -> dict[str, Any]:
+    """The ConfigMap, labelled with the plan its namespace was labelled with just before."""
     manifest = rendering.configmap(account.name, namespace, data)
+    manifest["metadata"]["labels"][LABEL_PLAN] = plan
     manifest["metadata"]["ownerReferences"] = [owner_reference(account)]
     return manifest
 
@@ -96,11 +100,23 @@ def namespace(account: declarations.Account) -> dict[str, Any]:
     }
 
 
-def in_sync(seen: bodies.Output | None, data: Mapping[str, str], owner_uid: str) -> bool:
-    """Whether the object as last seen already holds ``data`` and belongs to the account."""
+def in_sync(
+    seen: bodies.Output | None, data: Mapping[str, str], owner_uid: str, plan: str | None = None
+) -> bool:
+    """Whether the object as last seen already holds ``data`` (and ``plan``) and belongs to the account."""
     return (
         seen is not None
         and seen.managed
         and owner_uid in seen.owners
+        and (plan is None or seen.plan == plan)
         and seen.content_hash == rendering.content_hash(data)
     )
+
+
+def namespace_labelled(seen: bodies.Output | None, owner_uid: str, plan: str) -> bool:
+    """Whether the account's ConfigMap, as last seen, shows its namespace exists with ``plan``.
+
+    The ConfigMap is written only after the namespace was applied with the
+    plan it carries, and vanishes with the namespace.
+    """
+    return seen is not None and seen.managed and owner_uid in seen.owners and seen.plan == plan

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Collection, Mapping
@@ -66,6 +68,13 @@ class Reconciler:
         # so a namespace deleted meanwhile is created again.
         self._namespaces: dict[str, tuple[str, str]] = {}
         self._events: dict[str, tuple[str, str]] = {}  # uid -> (reason, message) last posted
+        # (kind, namespace) -> (content hash, owner uid) of the output last applied:
+        # the watch event that echoes our own write needs no reconcile.
+        self._written: dict[tuple[str, str], tuple[str, str]] = {}
+        # (kind, namespace, name) -> (resourceVersion the status was computed from,
+        # digest of the status patched): an index entry that has not seen our last
+        # patch yet is not a reason to patch the same status again.
+        self._patched: dict[tuple[str, str | None, str], tuple[str, str]] = {}
         self._last_global: declarations.GlobalSettings | None = None
         self._retries: set[asyncio.Task[None]] = set()
         self._pending: set[str] = set()  # accounts with a retry scheduled
@@ -110,6 +119,22 @@ class Reconciler:
         for namespace in list(self.views.overrides):
             if not self.views.tenants.get(namespace):
                 await self.namespace(namespace)
+
+    async def output_event(
+        self, kind: str, namespace: str, body: Mapping[str, Any], type_: str | None
+    ) -> None:
+        """A generated ConfigMap or Secret changed: reconcile unless it is our own write."""
+        if type_ != "DELETED":
+            seen = bodies.output(body)
+            written = self._written.get((kind, namespace))
+            if (
+                written is not None
+                and seen.managed
+                and written[1] in seen.owners
+                and seen.content_hash == written[0]
+            ):
+                return
+        await self.namespace(namespace)
 
     async def namespace(self, namespace: str) -> None:
         """Something in ``namespace`` changed (an override, a generated object)."""
@@ -231,19 +256,27 @@ class Reconciler:
     ) -> bool:
         namespace = account.namespace
         wrote = False
-        if self._namespaces.get(namespace) != (observed.uid, account.plan):
+        seen_configmap = _one(self.views.configmaps, namespace)
+        if self._namespaces.get(namespace) != (
+            observed.uid,
+            account.plan,
+        ) and not outputs.namespace_labelled(seen_configmap, observed.uid, account.plan):
             await self.writer.apply(outputs.namespace(account))
-            self._namespaces[namespace] = (observed.uid, account.plan)
             self.metrics.writes.labels("Namespace").inc()
+        self._namespaces[namespace] = (observed.uid, account.plan)
         data = result.data
-        if not outputs.in_sync(_one(self.views.configmaps, namespace), data, observed.uid):
-            await self.writer.apply(outputs.configmap(observed, namespace, data))
+        if not outputs.in_sync(seen_configmap, data, observed.uid, account.plan):
+            self._written.pop(("ConfigMap", namespace), None)
+            await self.writer.apply(outputs.configmap(observed, namespace, data, account.plan))
+            self._written[("ConfigMap", namespace)] = (rendering.content_hash(data), observed.uid)
             self.metrics.writes.labels("ConfigMap").inc()
             log.info("account %s: wrote %s/%s", account.name, namespace, rendering.CONFIGMAP_NAME)
             wrote = True
         keys = outputs.credential_data(global_, result, self.keys)
         if not outputs.in_sync(_one(self.views.secrets, namespace), keys, observed.uid):
+            self._written.pop(("Secret", namespace), None)
             await self.writer.apply(outputs.credentials_secret(observed, namespace, keys))
+            self._written[("Secret", namespace)] = (rendering.content_hash(keys), observed.uid)
             self.metrics.writes.labels("Secret").inc()
             log.info(
                 "account %s: wrote %s/%s (%d keys)",
@@ -285,12 +318,20 @@ class Reconciler:
     async def _set_status(self, observed: bodies.Observed, status: dict[str, Any]) -> None:
         if not conditions.changed(observed.status, status):
             return
+        key = (observed.kind, observed.namespace, observed.name)
+        digest = hashlib.blake2b(
+            json.dumps(status, sort_keys=True, default=str).encode(), digest_size=16
+        ).hexdigest()
+        if self._patched.get(key) == (observed.resource_version, digest):
+            return  # patched from this very version already: the index is behind
         try:
             await self.writer.patch_status(observed.kind, observed.name, observed.namespace, status)
         except clients.WriteError as e:
+            self._patched.pop(key, None)
             self.metrics.errors.labels("status").inc()
             log.warning("status of %s %s: %s", observed.kind, observed.name, e)
             return
+        self._patched[key] = (observed.resource_version, digest)
         ready = conditions.find(status, conditions.READY)
         if ready is None:
             return

@@ -62,7 +62,10 @@ def account(
         RECONCILED,
         message,
         usingGlobal=result.using_global,
-        contentHash=result.content_hash,
+        # Not the content hash (the ConfigMap's annotation carries it): a change of
+        # a global default would otherwise cost every affected account a status
+        # write on top of its ConfigMap write. None removes one written before.
+        contentHash=None,
     )
 
 
