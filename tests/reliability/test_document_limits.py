@@ -1,0 +1,133 @@
+"""Worst-case documents: each is refused (or loaded) within bounded time and memory.
+
+The limits live in controller/files/documents.py (MAX_FILE_BYTES, MAX_NODES,
+MAX_DEPTH). For each worst case the test measures wall time and the peak of
+Python allocations (tracemalloc) of ``loading.load_text`` and records both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import pytest
+
+from controller import schemafiles
+from controller.files import documents, loading
+from tests.reliability.conftest import Figures
+
+CATALOG = schemafiles.load_catalog()
+
+MAX_SECONDS = 20.0  # per document, on a shared 2-core machine (measured: under 6 s)
+MAX_PEAK_MIB = 512.0
+
+
+def _bomb(levels: int, width: int) -> str:
+    lines = ["a0: &a0 [lol]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _just_under_node_limit() -> str:
+    """A valid global with ~MAX_NODES values: the largest document that is accepted."""
+    items = [f"      m{i}: v{i}" for i in range((documents.MAX_NODES - 200) // 2)]
+    return (
+        "apiVersion: integrations.igny8.com/v1alpha1\n"
+        "kind: IntegrationSettings\n"
+        "metadata: {name: openai, namespace: acct-1}\n"
+        "spec:\n  overrides:\n    model: gpt-4o\n    sizes:\n" + "\n".join(items) + "\n"
+    )
+
+
+def _many_documents() -> str:
+    doc = (
+        "apiVersion: integrations.igny8.com/v1alpha1\nkind: Account\n"
+        "metadata: {name: a%d}\nspec: {plan: pro, namespace: a%d}\n"
+    )
+    out, size, i = [], 0, 0
+    while size < documents.MAX_FILE_BYTES - 200:
+        part = doc % (i, i)
+        out.append(part)
+        size += len(part) + 4
+        i += 1
+    return "---\n".join(out)
+
+
+CASES: list[tuple[str, Callable[[], str], str | None]] = [
+    ("billion laughs (9 levels x 9)", lambda: _bomb(9, 9), "counting alias expansions"),
+    ("wide alias bomb (3 levels x 1000)", lambda: _bomb(3, 1000), "counting alias expansions"),
+    (
+        "deep flow sequence (100,000 levels)",
+        lambda: "a: " + "[" * 100_000 + "]" * 100_000,
+        "deeper",
+    ),
+    (
+        "deep flow mapping (10,000 levels)",
+        lambda: "a: " + "{a: " * 10_000 + "1" + "}" * 10_000,
+        "deeper",
+    ),
+    (
+        "deep block mapping (2,000 levels)",
+        lambda: "".join(" " * i + "a:\n" for i in range(2_000)),
+        "deeper",
+    ),
+    ("file over MAX_FILE_BYTES", lambda: "#" * (documents.MAX_FILE_BYTES + 1), "larger than"),
+    ("one 4 MiB scalar", lambda: "a: " + "x" * (documents.MAX_FILE_BYTES - 10), None),
+    ("MAX_NODES values in one document", _just_under_node_limit, None),
+    ("4 MiB of small documents", _many_documents, None),
+    ("MAX_NODES + 1 values", lambda: "a: [" + "1," * documents.MAX_NODES + "1]", "more than"),
+    (
+        "control characters",
+        lambda: 'kind: Account\nmetadata: {name: "a\x07\x00b"}\n',
+        "invalid YAML",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "make", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_worst_case_document_is_bounded(
+    label: str, make: Callable[[], str], expected: str | None, figures: Figures
+) -> None:
+    text = make()
+    started = time.perf_counter()
+    loaded = loading.load_text(CATALOG, "worst.yaml", text)
+    elapsed = time.perf_counter() - started
+    tracemalloc.start()  # a second run for memory: tracemalloc slows allocation down
+    try:
+        loading.load_text(CATALOG, "worst.yaml", text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    peak_mib = peak / 2**20
+    figures["input"] = f"{len(text):,} chars"
+    figures["seconds"] = round(elapsed, 3)
+    figures["peak MiB (tracemalloc)"] = round(peak_mib, 1)
+    assert elapsed < MAX_SECONDS, f"{label}: {elapsed:.1f}s"
+    assert peak_mib < MAX_PEAK_MIB, f"{label}: {peak_mib:.0f} MiB"
+    if expected is None:
+        for e in loaded.errors:
+            # Accepted as YAML; any error is a schema one, located.
+            assert e.reason.value != "InvalidYAML", e.message
+    else:
+        assert len(loaded.errors) == 1, [e.message for e in loaded.errors]
+        error = loaded.errors[0]
+        assert expected in error.message, error.message
+        assert isinstance(error.source, loading.DocRef) and error.source.line >= 1
+        figures["message"] = f"worst.yaml:{error.source.line}: {error.message}"
+
+
+def test_cli_reports_a_bomb_with_file_and_line(tmp_path: object, cli: object) -> None:
+    import pathlib
+
+    root = pathlib.Path(str(tmp_path)) / "decls"
+    root.mkdir()
+    (root / "bomb.yaml").write_text(_bomb(12, 12))
+    run = cli  # the installed CLI, as a user runs it
+    proc = run("validate", root)  # type: ignore[operator]
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "bomb.yaml:" in proc.stdout + proc.stderr
+    json.dumps(proc.stdout)
