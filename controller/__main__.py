@@ -4,4 +4,6 @@ import sys
 
 from controller import cli
 
-sys.exit(cli.main())
+# Guarded: worker processes (forkserver) import the main module again.
+if __name__ == "__main__":
+    sys.exit(cli.main())
