@@ -110,7 +110,7 @@ def watch_latency(n: int, edits: int, work: pathlib.Path) -> dict[str, Any]:
             before = target.read_text()
             if json.loads(before)["model"] == model:
                 model = generate.MODELS[(edit + 1) % 2]
-            text = generate.account_text(index, random.Random(index), model=model)
+            text = generate.account_text(index, random.Random(index), model=model, plan="pro")
             path = generate.account_path(declarations, index)
             started = time.perf_counter()
             tmp = path.with_name(f".{path.name}.tmp")

@@ -27,9 +27,13 @@ def account_path(root: pathlib.Path, index: int) -> pathlib.Path:
     return root / "accounts" / f"{index // 1000:03d}" / f"{account_name(index)}.yaml"
 
 
-def account_text(index: int, rng: random.Random, model: str | None = None) -> str:
+def account_text(
+    index: int, rng: random.Random, model: str | None = None, plan: str | None = None
+) -> str:
+    """One account's file; ``model`` forces an OpenAI override, ``plan`` the plan."""
     name = account_name(index)
-    plan = "free" if rng.random() < 0.1 else "pro"
+    drawn = "free" if rng.random() < 0.1 else "pro"
+    plan = plan or drawn
     parts = [
         f"{HEADER}kind: Account\nmetadata:\n  name: {name}\nspec:\n  plan: {plan}\n  namespace: {name}\n"
     ]
