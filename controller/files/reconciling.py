@@ -86,8 +86,10 @@ class Reconciler:
         self.out = out
         self.files = sorted(set(files)) if files is not None else None
         self.loaded: dict[str, loading.LoadedFile] = {}
-        self.inventory = inventory.assemble(())
+        self.inventory = inventory.Inventory()  # kept up to date file by file
+        self.bad: set[str] = set()  # files with YAML or schema errors
         self.results: dict[str, merging.AccountResult] = {}
+        self._noted: set[str] = set()  # namespaces whose result has findings
         self.protected: set[str] = set()  # namespaces whose inputs are broken: outputs kept
         self._output_errors: list[Located] = []
         self.stamps: dict[str, tuple[int, ...]] = {}
@@ -114,7 +116,6 @@ class Reconciler:
             report.seconds = time.perf_counter() - started
             return report
         affected = self._reload(changed, report)
-        self.inventory = inventory.assemble(loading.iter_declarations(self.loaded))
         if affected is None:
             affected = set(self.inventory.accounts) | set(self.results)
             if self.out is not None:
@@ -148,7 +149,10 @@ class Reconciler:
                 self.loaded[rel] = loading.load_file(self.catalog, self.root, rel)
                 self.stamps[rel] = stamp
                 report.files_read += 1
-            for loaded in (before, self.loaded.get(rel)):
+            after = self.loaded.get(rel)
+            self.inventory.replace(rel, after.declarations if after else ())
+            _put(self.bad, rel, after is not None and not after.ok)
+            for loaded in (before, after):
                 for decl in loaded.declarations if loaded else ():
                     if isinstance(decl, declarations.GlobalSettings):
                         everything = True
@@ -169,12 +173,9 @@ class Reconciler:
         gone = set(self.stamps) - set(present)
         return gone | {rel for rel, stamp in present.items() if self.stamps.get(rel) != stamp}
 
-    def _bad_files(self) -> set[str]:
-        return {rel for rel, loaded in self.loaded.items() if not loaded.ok}
-
     def _merge(self, affected: set[str], report: PassReport) -> None:
         inv, out = self.inventory, self.out
-        bad = self._bad_files()
+        bad = self.bad
         global_source = _path(inv.global_.source) if inv.global_ else None
         writes: list[tuple[str, Callable[[], bool]]] = []
         for namespace in sorted(affected):
@@ -197,6 +198,7 @@ class Reconciler:
                 self.results[namespace] = result
             else:
                 self.results.pop(namespace, None)
+            _put(self._noted, namespace, bool(result and result.findings))
             if protected:
                 # Its inputs are broken or in conflict: keep the last good output.
                 self.protected.add(namespace)
@@ -257,9 +259,9 @@ class Reconciler:
 
     def _located(self) -> list[Located]:
         found: list[findings.Finding] = []
-        for rel in sorted(self.loaded):
+        for rel in sorted(self.bad):
             found.extend(self.loaded[rel].errors)
-        bad = self._bad_files()
+        bad = self.bad
         found.extend(
             f
             for f in self.inventory.findings
@@ -267,7 +269,7 @@ class Reconciler:
             # consequence of that error, not a second one to report.
             if not (bad and f.reason is findings.Reason.ORPHAN_OVERRIDE)
         )
-        for namespace in sorted(self.results):
+        for namespace in sorted(self._noted):
             found.extend(self.results[namespace].findings)
         # Finding a line re-parses the file, so located findings are kept from
         # pass to pass for as long as their file is unchanged.
@@ -290,6 +292,13 @@ class Reconciler:
 
     def _display(self, rel: str) -> str:
         return os.path.normpath(os.path.join(self.root, rel))
+
+
+def _put(items: set[str], item: str, present: bool) -> None:
+    if present:
+        items.add(item)
+    else:
+        items.discard(item)
 
 
 def _outcome(action: Callable[[], bool]) -> bool | outputs.OutputError:
