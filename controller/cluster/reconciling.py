@@ -111,11 +111,7 @@ class Reconciler:
         self.metrics.accounts.set(len(names))
         log.info("re-rendering %d accounts: %s", len(names), why)
 
-        async def bounded(name: str) -> None:
-            async with self._gate:
-                await self.account(name)
-
-        await asyncio.gather(*(bounded(n) for n in names))
+        await asyncio.gather(*(self.account(n) for n in names))
         for namespace in list(self.views.overrides):
             if not self.views.tenants.get(namespace):
                 await self.namespace(namespace)
@@ -155,7 +151,10 @@ class Reconciler:
             )
 
     async def account(self, name: str) -> None:
-        async with self._locks[name]:
+        # Every render takes a slot, not only a fan-out's: at start kopf delivers an
+        # event per listed object at once, and thousands of requests queued in the
+        # HTTP client's pool cost more CPU than the API server's work they wait for.
+        async with self._locks[name], self._gate:
             started = time.perf_counter()
             outcome = await self._account(name)
             self.metrics.duration.observe(time.perf_counter() - started)

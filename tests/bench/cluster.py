@@ -294,6 +294,7 @@ async def _run(
     kube.install(info, KEYS)
     all_specs = specs(sizes[-1])
     api = kube.admin_client(info)
+    writer = kube.admin_writer(info)
     observer = kube.Observer(api)
     observer.start()
     operator = kube.Operator(info, work / "operator.log", args.concurrency)
@@ -318,7 +319,7 @@ async def _run(
 
             operator.stop()  # accounts are created while it is down: a cold start
             log(f"creating accounts {created:,}..{n - 1:,}")
-            row["setup"] = await create(api, all_specs[created:n])
+            row["setup"] = await create(writer, all_specs[created:n])
             log(f"created {row['setup']['objects']:,} objects in {row['setup']['s']:.1f} s")
             names = {s.name for s in all_specs[:n]}
             row["cold_start"] = await cold_start(operator, observer, names, 1800)
@@ -327,13 +328,13 @@ async def _run(
             log(f"cold start: {row['cold_start']['s']:.1f} s")
             row["rss_mib"] = operator.rss_mib()
             row["baseline"] = await baseline(
-                api, observer, sorted(names), max(2000, n // 2), args.concurrency
+                writer, observer, sorted(names), max(2000, n // 2), args.concurrency
             )
             log(f"baseline: {row['baseline']['writes_per_s']:.0f} writes/s")
             temperature = 0.9 if temperature != 0.9 else 0.7
             prof = args.profile / f"fanout-{n}.speedscope.json" if args.profile else None
             row["fanout"] = await fanout(
-                api, paths, info.server, operator, observer, all_specs[:n], temperature, prof
+                writer, paths, info.server, operator, observer, all_specs[:n], temperature, prof
             )
             row["fanout"]["ratio_to_baseline"] = (
                 row["fanout"]["accounts_per_s"] / row["baseline"]["writes_per_s"]
@@ -343,7 +344,7 @@ async def _run(
             )
             row["rss_after_fanout_mib"] = operator.rss_mib()
             if n == sizes[-1]:
-                row["edit"] = await edits(api, observer, all_specs[:n], args.edits)
+                row["edit"] = await edits(writer, observer, all_specs[:n], args.edits)
                 log(
                     f"edits: p50 {row['edit']['p50_ms']:.0f} ms, p99 {row['edit']['p99_ms']:.0f} ms"
                 )
@@ -358,6 +359,7 @@ async def _run(
         operator.stop()
         await observer.stop()
         await api.close()
+        await writer.close()
     if len(sizes) > 1:
         small, large = results["sizes"][0], results["sizes"][-1]
         results["rss_kib_per_account"] = (

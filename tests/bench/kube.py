@@ -26,10 +26,10 @@ from typing import Any
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig
-from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.generic_resource import create_global_resource
 from lightkube.resources import core_v1
-from lightkube.types import PatchType
 
+from controller.cluster import clients
 from tests.cluster import controlplane
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -40,18 +40,6 @@ CONFIGMAP = "integration-settings"
 MANAGER = "settings-bench"
 
 Account = create_global_resource(GROUP, VERSION, "Account", "accounts")
-Override = create_namespaced_resource(GROUP, VERSION, "IntegrationSettings", "integrationsettings")
-Global = create_global_resource(
-    GROUP, VERSION, "GlobalIntegrationSettings", "globalintegrationsettings"
-)
-KINDS: Mapping[str, Any] = {
-    "Namespace": core_v1.Namespace,
-    "ConfigMap": core_v1.ConfigMap,
-    "Secret": core_v1.Secret,
-    "Account": Account,
-    "IntegrationSettings": Override,
-    "GlobalIntegrationSettings": Global,
-}
 
 
 # --- the dedicated control plane ---------------------------------------------------
@@ -112,27 +100,23 @@ def install(info: controlplane.ClusterInfo, keys: Mapping[str, str]) -> None:
 
 
 def admin_client(info: controlplane.ClusterInfo) -> AsyncClient:
+    """lightkube, for the benchmark's watches."""
     config = KubeConfig.from_file(info.kubeconfig)
     return AsyncClient(config, field_manager=MANAGER, timeout=httpx2.Timeout(60.0), trust_env=False)
 
 
-async def apply(api: AsyncClient, manifest: Mapping[str, Any]) -> None:
-    """Server-side apply of one manifest (a dict), as the operator's client does it."""
-    res = KINDS[manifest["kind"]]
-    meta = manifest["metadata"]
-    await api.patch(
-        res,
-        meta["name"],
-        dict(manifest),
-        namespace=meta.get("namespace"),
-        patch_type=PatchType.APPLY,
-        field_manager=MANAGER,
-        force=True,
-    )
+def admin_writer(info: controlplane.ClusterInfo) -> clients.Client:
+    """The operator's own write client (controller/cluster/clients.py), as admin."""
+    return clients.Client.connect(info.kubeconfig, field_manager=MANAGER)
+
+
+async def apply(writer: clients.Client, manifest: Mapping[str, Any]) -> None:
+    """Server-side apply of one manifest, exactly as the operator applies its outputs."""
+    await writer.apply(manifest)
 
 
 async def apply_all(
-    api: AsyncClient, groups: Iterable[list[dict[str, Any]]], concurrency: int
+    writer: clients.Client, groups: Iterable[list[dict[str, Any]]], concurrency: int
 ) -> int:
     """Apply each group in order (a namespace before what lives in it), groups concurrently."""
     gate = asyncio.Semaphore(concurrency)
@@ -144,10 +128,10 @@ async def apply_all(
             for manifest in group:
                 for attempt in range(5):
                     try:
-                        await apply(api, manifest)
+                        await writer.apply(manifest)
                         break
-                    except httpx2.HTTPError:
-                        if attempt == 4:
+                    except clients.WriteError as e:
+                        if attempt == 4 or e.status not in (0, 409, 429, 500, 503, 504):
                             raise
                         await asyncio.sleep(0.5 * (attempt + 1))
                 count += 1
