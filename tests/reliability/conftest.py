@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -45,3 +49,69 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.section("reliability figures")
     for test, key, value in _FIGURES:
         terminalreporter.write_line(f"{test}: {key} = {value}")
+
+
+@pytest.fixture(scope="session")
+def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A private control plane with deploy/ installed, the platform keys and the global.
+
+    Destructive tests (stopping the apiserver, restarting etcd, SIGKILLing the
+    operator mid fan-out) run here, never on the shared instance.
+    """
+    from tests.cluster import controlplane as cp
+    from tests.cluster import fixtures
+    from tests.operator import conftest as operator_conftest
+    from tests.operator import support
+    from tests.reliability import private as private_
+
+    fixtures._ensure_binary(cp.Paths())
+    root = pathlib.Path(tempfile.mkdtemp(prefix="kh-", dir="/tmp"))  # short: unix socket paths
+    cluster = private_.PrivateCluster(root)
+    try:
+        kube = cluster.kube
+        kube.kubectl(
+            "apply", "-k", str(support.REPO / "deploy"), "--server-side", "--force-conflicts"
+        )
+        kube.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/name=settings-controller",
+        )
+        operator_conftest.apply_keys(kube, operator_conftest.KEYS)
+        kube.kubectl("apply", "-f", str(support.REPO / "examples" / "global.yaml"))
+        yield cluster
+    finally:
+        cluster.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def kube(private: Any) -> Any:
+    """In tests/reliability, ``kube`` is the private control plane."""
+    return private.kube
+
+
+@pytest.fixture
+def operator_factory(private: Any, tmp_path: pathlib.Path) -> Iterator[Any]:
+    """Start operators (as the ServiceAccount) on the private control plane; stopped after."""
+    from tests.operator import support
+
+    started: list[Any] = []
+
+    def make(name: str = "operator") -> Any:
+        op = support.Operator(private.kube, tmp_path / f"{name}.log")
+        op.start()
+        started.append(op)
+        return op
+
+    yield make
+    for op in started:
+        if op.proc is not None and op.proc.poll() is None:
+            op.stop()
+        elif op.proc is not None:
+            op.proc.wait()
+    with (private.paths.root / "operator-logs.txt").open("a") as fh:
+        fh.write("".join(op.log_text() for op in started))
