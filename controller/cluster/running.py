@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from controller import schemafiles
-from controller.cluster import clients, keys, metrics, reconciling
+from controller.cluster import clients, keys, metrics, reconciling, toggles
 from controller.core import catalog, rendering
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,8 @@ def run(options: Options) -> None:
         # kopf logs in from $KUBECONFIG; the write client reads the same file.
         os.environ["KUBECONFIG"] = str(options.kubeconfig)
     from controller.cluster import handlers  # noqa: F401  (registers the handlers)
+
+    toggles.install()  # kopf's index-readiness wait is O(N²) at start without it
 
     logging.getLogger().handlers.clear()
     kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.JSON)
