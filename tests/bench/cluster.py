@@ -7,8 +7,9 @@ installs deploy/, creates the accounts with concurrent server-side apply
 (tests/bench/generate.py's mix: ~30% override, ~10% free plan, each account
 its own namespace), runs the operator as its ServiceAccount and measures:
 
-* baseline: server-side applies of account-sized ConfigMaps per second, from
-  lightkube at the operator's concurrency, in the same run (the limit);
+* baseline: server-side applies of account-sized ConfigMaps per second, through
+  the operator's own write client (controller/cluster/clients.py) at the
+  operator's concurrency, in the same run (the limit);
 * cold start: operator started against existing accounts, until every
   Account is Ready for its generation;
 * fan-out: one global default changed (openai temperature) until every
@@ -293,9 +294,9 @@ async def _run(
 ) -> dict[str, Any]:
     kube.install(info, KEYS)
     all_specs = specs(sizes[-1])
-    api = kube.admin_client(info)
+    session = kube.raw_session(info)
     writer = kube.admin_writer(info)
-    observer = kube.Observer(api)
+    observer = kube.Observer(session)
     observer.start()
     operator = kube.Operator(info, work / "operator.log", args.concurrency)
     results: dict[str, Any] = {
@@ -358,7 +359,7 @@ async def _run(
     finally:
         operator.stop()
         await observer.stop()
-        await api.close()
+        await session.close()
         await writer.close()
     if len(sizes) > 1:
         small, large = results["sizes"][0], results["sizes"][-1]

@@ -9,6 +9,7 @@ namespaces appear.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -17,17 +18,16 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
-import httpx2
-from lightkube import AsyncClient, KubeConfig
-from lightkube.generic_resource import create_global_resource
-from lightkube.resources import core_v1
+import aiohttp
+import yaml
 
 from controller.cluster import clients
 from tests.cluster import controlplane
@@ -38,8 +38,6 @@ GROUP, VERSION = "integrations.igny8.com", "v1alpha1"
 OPERATOR_NAMESPACE = "settings-controller-system"
 CONFIGMAP = "integration-settings"
 MANAGER = "settings-bench"
-
-Account = create_global_resource(GROUP, VERSION, "Account", "accounts")
 
 
 # --- the dedicated control plane ---------------------------------------------------
@@ -97,12 +95,6 @@ def install(info: controlplane.ClusterInfo, keys: Mapping[str, str]) -> None:
     }
     kubectl(info, "apply", "--server-side", "-f", "-", input=json.dumps(secret))
     kubectl(info, "apply", "--server-side", "-f", str(REPO / "examples" / "global.yaml"))
-
-
-def admin_client(info: controlplane.ClusterInfo) -> AsyncClient:
-    """lightkube, for the benchmark's watches."""
-    config = KubeConfig.from_file(info.kubeconfig)
-    return AsyncClient(config, field_manager=MANAGER, timeout=httpx2.Timeout(60.0), trust_env=False)
 
 
 def admin_writer(info: controlplane.ClusterInfo) -> clients.Client:
@@ -170,8 +162,8 @@ class Observer:
     Accounts whose Ready condition is True for their current generation.
     """
 
-    def __init__(self, api: AsyncClient) -> None:
-        self.api = api
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
         self.configmaps: dict[str, dict[str, Any]] = {}
         self.sample_data: dict[str, str] = {}
         self.ready: set[str] = set()
@@ -208,17 +200,14 @@ class Observer:
         return waiter
 
     async def _watch_configmaps(self) -> None:
-        async for type_, obj in self.api.watch(
-            core_v1.ConfigMap,
-            namespace="*",
-            fields={"metadata.name": CONFIGMAP},
-            on_error=_retry,
+        async for type_, obj in watch(
+            self.session, "/api/v1/configmaps", {"fieldSelector": f"metadata.name={CONFIGMAP}"}
         ):
-            namespace = obj.metadata.namespace
+            namespace = obj["metadata"]["namespace"]
             if type_ == "DELETED":
                 self.configmaps.pop(namespace, None)
                 continue
-            data = obj.data or {}
+            data = obj.get("data") or {}
             if not self.sample_data:
                 self.sample_data = dict(data)
             try:
@@ -231,13 +220,14 @@ class Observer:
             self.cm_waiters = [w for w in self.cm_waiters if not w.done.done()]
 
     async def _watch_accounts(self) -> None:
-        async for type_, obj in self.api.watch(Account, on_error=_retry):
-            name = obj.metadata.name
-            status = (obj.status or {}) if type_ != "DELETED" else {}
+        async for type_, obj in watch(self.session, f"/apis/{GROUP}/{VERSION}/accounts", {}):
+            meta = obj["metadata"]
+            name = meta["name"]
+            status = (obj.get("status") or {}) if type_ != "DELETED" else {}
             ready = any(
                 c.get("type") == "Ready"
                 and c.get("status") == "True"
-                and c.get("observedGeneration") == obj.metadata.generation
+                and c.get("observedGeneration") == meta.get("generation")
                 for c in status.get("conditions") or ()
             )
             if ready:
@@ -249,10 +239,50 @@ class Observer:
             self.ready_waiters = [w for w in self.ready_waiters if not w.done.done()]
 
 
-def _retry(e: BaseException, count: int) -> Any:
-    from lightkube.types import OnErrorAction, OnErrorResult
+async def watch(
+    session: aiohttp.ClientSession, path: str, params: Mapping[str, str]
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """A raw watch (plain JSON, no models: the observer must not steal the operator's CPU).
 
-    return OnErrorResult(OnErrorAction.RETRY, sleep=0.5)
+    Starts without a resourceVersion (the API server sends every object as
+    ADDED), resumes from the last one seen, starts over on 410 Gone.
+    """
+    version = ""
+    while True:
+        query = {**params, "watch": "1", "allowWatchBookmarks": "true", "timeoutSeconds": "600"}
+        if version:
+            query["resourceVersion"] = version
+        try:
+            async with session.get(path, params=query, timeout=aiohttp.ClientTimeout(None)) as r:
+                if r.status != 200:
+                    # 410: too old, start over; anything else (a CRD just established): retry
+                    version = "" if r.status == 410 else version
+                    await asyncio.sleep(0.5)
+                    continue
+                async for line in r.content:
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        if obj.get("code") == 410:
+                            version = ""
+                        break
+                    version = (obj.get("metadata") or {}).get("resourceVersion", version)
+                    if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        yield event["type"], obj
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            await asyncio.sleep(0.5)
+
+
+def raw_session(info: controlplane.ClusterInfo) -> aiohttp.ClientSession:
+    config = yaml.safe_load(info.kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
+    token = config["users"][0]["user"]["token"]
+    return aiohttp.ClientSession(
+        base_url=cluster["server"],
+        connector=aiohttp.TCPConnector(ssl=ssl.create_default_context(cadata=ca)),
+        headers={"Authorization": f"Bearer {token}"},
+    )
 
 
 # --- the operator under test ---------------------------------------------------------------
