@@ -215,9 +215,11 @@ def test_two_replicas_do_not_fight(kube: Kube, operator_factory: Any, figures: F
     figures["replicas"] = 2
     figures["objects watched for 20 s after convergence"] = len(before)
     figures["rewrites while idle"] = len(changed)
-    figures["ConfigMap writes by both replicas (3 global changes x 5 accounts + creation)"] = int(
-        writes_before
-    )
+    # Nothing elects a leader (kopf runs standalone): while a change propagates,
+    # a replica whose watch lags can write the previous content once more and
+    # the other writes it back: the two write more than twice what one replica
+    # writes (5 accounts x (creation + 3 changes) + 1 override = 21), then settle.
+    figures["ConfigMap writes, both replicas (twice one replica's: 42)"] = int(writes_before)
     _cleanup(kube, prefix)
 
 
