@@ -8,12 +8,14 @@ change to an override or account file only the accounts it declares.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import gc
 import os
 import pathlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 
 from controller.core import catalog, declarations, findings, inventory, merging
@@ -98,6 +100,10 @@ class Reconciler:
 
     def run(self, changed: Iterable[str] | None = None) -> PassReport:
         """A pass over everything (``changed=None``) or after the given relative paths changed."""
+        with _gc_paused():
+            return self._run(changed)
+
+    def _run(self, changed: Iterable[str] | None) -> PassReport:
         started = time.perf_counter()
         report = PassReport()
         if not self.root.exists():
@@ -292,6 +298,20 @@ class Reconciler:
 
     def _display(self, rel: str) -> str:
         return os.path.normpath(os.path.join(self.root, rel))
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A pass allocates a great many long-lived, acyclic objects, and the cyclic
+    collector walked them again and again: a third of a 50,000-account pass.
+    Reference counting still frees everything; cycles wait for the pass's end."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _put(items: set[str], item: str, present: bool) -> None:
