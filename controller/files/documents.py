@@ -220,7 +220,10 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     construct = _SCALARS.get(node.tag)
     if construct is None or node.tag in ("tag:yaml.org,2002:binary", "tag:yaml.org,2002:set"):
         raise DocumentError(f"unsupported YAML tag {node.tag}", line)
-    value = construct(_constructor, node)
+    try:
+        value = construct(_constructor, node)
+    except ValueError:  # an integer of more than 4,300 digits (sys.get_int_max_str_digits)
+        raise DocumentError("number is too large", line) from None
     if isinstance(value, float) and not math.isfinite(value):
         raise DocumentError("NaN and Infinity are not allowed (JSON cannot hold them)", line)
     return value
