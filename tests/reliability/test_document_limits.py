@@ -8,6 +8,7 @@ Python allocations (tracemalloc) of ``loading.load_text`` and records both.
 from __future__ import annotations
 
 import json
+import re
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -131,3 +132,57 @@ def test_cli_reports_a_bomb_with_file_and_line(tmp_path: object, cli: object) ->
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "bomb.yaml:" in proc.stdout + proc.stderr
     json.dumps(proc.stdout)
+
+
+HOSTILE_FILES: dict[str, bytes] = {
+    "bomb.yaml": _bomb(12, 12).encode(),
+    "deep-flow.yaml": b"a: " + b"[" * 50_000 + b"]" * 50_000,
+    "deep-block.yaml": "".join(" " * i + "a:\n" for i in range(500)).encode(),
+    "nul.yaml": b"kind: Account\x00\nmetadata: {}\n",
+    "latin1.yaml": b"kind: Account\nmetadata: {name: caf\xe9}\n",
+    "binary.yaml": bytes(range(256)) * 4,
+    "nan.yaml": b"apiVersion: integrations.igny8.com/v1alpha1\nkind: IntegrationSettings\n"
+    b"metadata: {name: openai, namespace: a}\nspec: {overrides: {temperature: .nan}}\n",
+    "dupkeys.yaml": b"kind: Account\nkind: Account\n",
+    "python-tag.yaml": b"kind: !!python/object/apply:os.system ['true']\n",
+    "null-integrations.yaml": b"apiVersion: integrations.igny8.com/v1alpha1\n"
+    b"kind: GlobalIntegrationSettings\nmetadata: {name: default}\n"
+    b"spec: {plans: {}, integrations: null}\n",
+    "wrong-block.yaml": b"apiVersion: integrations.igny8.com/v1alpha1\n"
+    b"kind: GlobalIntegrationSettings\nmetadata: {name: default}\n"
+    b"spec: {plans: {}, integrations: {openai: 7}}\n",
+    "bidi-name.yaml": "apiVersion: integrations.igny8.com/v1alpha1\nkind: Account\n"
+    'metadata: {name: "acct\u202e-evil"}\nspec: {plan: pro, namespace: x}\n'.encode(),
+    "huge-int.yaml": b"apiVersion: integrations.igny8.com/v1alpha1\nkind: IntegrationSettings\n"
+    b"metadata: {name: openai, namespace: a}\nspec: {overrides: {max_tokens: "
+    + b"9" * 5000
+    + b"}}\n",
+}
+
+
+def test_cli_never_shows_a_traceback(tmp_path: object, cli: object, figures: Figures) -> None:
+    """Every hostile file through validate, reconcile and get: exit 1, file:line, no traceback."""
+    import pathlib
+
+    root = pathlib.Path(str(tmp_path)) / "decls"
+    root.mkdir()
+    for name, data in HOSTILE_FILES.items():
+        (root / name).write_bytes(data)
+    run = cli
+    commands = (
+        ("validate", root),
+        ("validate", "-o", "json", root),
+        ("reconcile", root, "--output", pathlib.Path(str(tmp_path)) / "out"),
+        ("get", "acct-1", "-d", root),
+    )
+    for args in commands:
+        proc = run(*args)  # type: ignore[operator]
+        text = proc.stdout + proc.stderr
+        assert proc.returncode == 1, (args, text)
+        assert "Traceback" not in text, (args, text)
+    report = run("validate", root).stdout + run("validate", root).stderr  # type: ignore[operator]
+    for name in HOSTILE_FILES:
+        assert re.search(rf"{re.escape(name)}:\d+: error", report), (name, report)
+    figures["hostile files"] = len(HOSTILE_FILES)
+    figures["commands"] = len(commands)
+    figures["tracebacks"] = 0
