@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import pytest
 
 from controller import schemafiles
 from controller.files import documents, loading
+from tests.conftest import CLI
 from tests.reliability.conftest import Figures
 
 CATALOG = schemafiles.load_catalog()
@@ -180,9 +182,30 @@ def test_cli_never_shows_a_traceback(tmp_path: object, cli: object, figures: Fig
         text = proc.stdout + proc.stderr
         assert proc.returncode == 1, (args, text)
         assert "Traceback" not in text, (args, text)
+    log = pathlib.Path(str(tmp_path)) / "watch.log"
+    with log.open("wb") as fh:
+        watch = subprocess.Popen(
+            [str(CLI), "watch", str(root), "--output", str(pathlib.Path(str(tmp_path)) / "w")],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "start:" not in log.read_text(errors="replace"):
+            assert watch.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "watch did not finish its first pass"
+            time.sleep(0.1)
+        (root / "later.yaml").write_bytes(HOSTILE_FILES["deep-flow.yaml"])
+        time.sleep(1.0)
+        assert watch.poll() is None, log.read_text(errors="replace")
+    finally:
+        watch.terminate()
+        watch.wait(15)
+    assert "Traceback" not in log.read_text(errors="replace")
+    assert "later.yaml:1: error" in log.read_text(errors="replace")
     report = run("validate", root).stdout + run("validate", root).stderr  # type: ignore[operator]
     for name in HOSTILE_FILES:
         assert re.search(rf"{re.escape(name)}:\d+: error", report), (name, report)
     figures["hostile files"] = len(HOSTILE_FILES)
-    figures["commands"] = len(commands)
+    figures["commands"] = len(commands) + 1  # and a watch fed one more
     figures["tracebacks"] = 0

@@ -194,7 +194,7 @@ def _bomb(levels: int, width: int) -> str:
 def yaml_texts(draw: st.DrawFn) -> str:
     kind = draw(
         st.sampled_from(
-            ["mutated", "bomb", "deep", "dupkeys", "nonfinite", "junk", "multi", "tags"]
+            ["mutated", "bomb", "deep", "dupkeys", "nonfinite", "bigint", "junk", "multi", "tags"]
         )
     )
     if kind == "mutated":
@@ -228,6 +228,9 @@ def yaml_texts(draw: st.DrawFn) -> str:
             "apiVersion: integrations.igny8.com/v1alpha1\nkind: IntegrationSettings\n"
             f"metadata: {{name: openai, namespace: a}}\nspec: {{overrides: {{temperature: {v}}}}}\n"
         )
+    if kind == "bigint":
+        digits = "9" * draw(st.integers(4000, 6000))
+        return f"kind: IntegrationSettings\nspec: {{overrides: {{max_tokens: {digits}}}}}\n"
     if kind == "junk":
         return draw(st.binary(max_size=200)).decode("latin-1")
     if kind == "tags":
