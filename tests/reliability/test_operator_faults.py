@@ -79,7 +79,7 @@ def wait_until(predicate: Any, what: str, timeout: float) -> float:
         time.sleep(0.5)
 
 
-def apply_retrying(kube: Kube, text: str, timeout: float = 90.0) -> float:
+def apply_retrying(kube: Kube, text: str, timeout: float = 180.0) -> float:
     """Apply as a user would, again while the API server refuses; seconds refused.
 
     Right after an API server start, ValidatingAdmissionPolicies whose paramKind
