@@ -395,7 +395,7 @@ def logs_tail(paths: Paths, lines: int = 40) -> str:
     return "\n".join(out)
 
 
-def _start_once(paths: Paths, timeout: float) -> ClusterInfo:
+def _start_once(paths: Paths, timeout: float, serve_args: tuple[str, ...] = ()) -> ClusterInfo:
     if paths.state.exists():
         shutil.rmtree(paths.state)
     paths.state.mkdir(parents=True, mode=0o700)
@@ -457,6 +457,7 @@ def _start_once(paths: Paths, timeout: float) -> ClusterInfo:
         str(etcd_port),
         "--etcd-peer-port",
         str(peer_port),
+        *serve_args,
     ]
     # --detach: the supervisor runs in its own session and is not our child,
     # so neither make nor a pytest session has to reap it.
@@ -498,8 +499,17 @@ def _start_once(paths: Paths, timeout: float) -> ClusterInfo:
     return _info(paths, server, pid, started=True)
 
 
-def up(paths: Paths | None = None, timeout: float = 600.0, rebuild: bool = True) -> ClusterInfo:
-    """Start the control plane unless one is running; return how to reach it."""
+def up(
+    paths: Paths | None = None,
+    timeout: float = 600.0,
+    rebuild: bool = True,
+    serve_args: tuple[str, ...] = (),
+) -> ClusterInfo:
+    """Start the control plane unless one is running; return how to reach it.
+
+    ``serve_args`` go to ``kube-harness serve`` (e.g. ``--controller-manager-arg=...``)
+    when this call starts it.
+    """
     paths = paths or Paths()
     with locked(paths):
         info = running(paths)
@@ -516,7 +526,7 @@ def up(paths: Paths | None = None, timeout: float = 600.0, rebuild: bool = True)
         attempts = 3
         for attempt in range(1, attempts + 1):
             try:
-                return _start_once(paths, timeout)
+                return _start_once(paths, timeout, serve_args)
             except ControlPlaneError as e:
                 # free_ports() can race with another process taking a port.
                 if attempt < attempts and "address already in use" in str(e):
