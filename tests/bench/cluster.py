@@ -333,9 +333,10 @@ async def _run(
     }
     created = 0
     temperature = 0.7
+    row: dict[str, Any] = {}
     try:
         for n in sizes:
-            row: dict[str, Any] = {"accounts": n}
+            row = {"accounts": n}
 
             def log(what: str, n: int = n) -> None:
                 print(f"  [{n:,}] {what}", file=sys.stderr, flush=True)
@@ -382,6 +383,14 @@ async def _run(
                     f"restart: {row['restart']['s']:.1f} s, writes {row['restart']['apiserver_writes']}"
                 )
             results["sizes"].append(row)
+            row = {}
+    except BaseException as e:
+        # Keep what was measured: a 10,000-account run is too long to lose to one step.
+        if row:
+            results["sizes"].append(row)
+        results["incomplete"] = f"{type(e).__name__}: {e}"
+        merge(results)
+        raise
     finally:
         operator.stop()
         await observer.stop()
