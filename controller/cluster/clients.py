@@ -20,7 +20,7 @@ import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
-from lightkube.resources import core_v1
+from lightkube.resources import coordination_v1, core_v1
 from lightkube.types import PatchType
 
 from controller.cluster import sessions
@@ -242,6 +242,44 @@ class Client:
             core_v1.Secret, namespace=namespace, resource_version=resource_version
         ):
             yield type_, _plain(obj)
+
+    # --- the leader-election Lease (controller.cluster.leases) ----------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease as a plain dict, None if there is none; raises WriteError otherwise."""
+        try:
+            lease = await self._api.get(coordination_v1.Lease, name, namespace=namespace)
+        except ApiError as e:
+            if e.status.code == 404:
+                return None
+            raise _error(e, f"get lease {namespace}/{name}") from e
+        except httpx2.HTTPError as e:
+            raise WriteError(f"get lease {namespace}/{name}: {type(e).__name__}") from e
+        return _plain(lease)
+
+    async def create_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
+        """Create; WriteError with status 409 if it exists (someone was first)."""
+        meta = lease["metadata"]
+        try:
+            obj: coordination_v1.Lease = coordination_v1.Lease.from_dict(dict(lease))  # type: ignore[assignment]
+            made = await self._api.create(obj)
+        except ApiError as e:
+            raise _error(e, f"create lease {meta['namespace']}/{meta['name']}") from e
+        except httpx2.HTTPError as e:
+            raise WriteError(f"create lease {meta['name']}: {type(e).__name__}") from e
+        return _plain(made)
+
+    async def replace_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT with the resourceVersion in ``lease``: WriteError 409 if it changed meanwhile."""
+        meta = lease["metadata"]
+        try:
+            obj: coordination_v1.Lease = coordination_v1.Lease.from_dict(dict(lease))  # type: ignore[assignment]
+            done = await self._api.replace(obj)
+        except ApiError as e:
+            raise _error(e, f"update lease {meta['namespace']}/{meta['name']}") from e
+        except httpx2.HTTPError as e:
+            raise WriteError(f"update lease {meta['name']}: {type(e).__name__}") from e
+        return _plain(done)
 
 
 def _plain(obj: Any) -> dict[str, Any]:

@@ -41,6 +41,11 @@ class Metrics:
         self.accounts = prom.Gauge(
             "settings_controller_accounts", "Accounts in the operator's index.", registry=r
         )
+        self.leader = prom.Gauge(
+            "settings_controller_leader",
+            "1 while this replica holds the leader Lease, 0 while it stands by.",
+            registry=r,
+        )
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         prom.start_http_server(port, addr=address, registry=self.registry)

@@ -8,13 +8,16 @@ import dataclasses
 import logging
 import os
 import pathlib
+import signal
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp.web
 import kopf
 
 from controller import schemafiles
-from controller.cluster import clients, keys, metrics, reconciling, toggles
+from controller.cluster import clients, keys, leases, metrics, reconciling, toggles
 from controller.core import catalog, rendering
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,9 @@ class Options:
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf's settings, once, each with the reason it is not the default."""
-    # One replica with a Recreate strategy: no peering objects, and no RBAC for them.
+    # kopf's peering is not used: with equal priorities every replica pauses.
+    # A Lease (controller.cluster.leases, taken in ``start``) elects the one
+    # replica that watches and writes; the Deployment still runs one, Recreate.
     settings.peering.standalone = True
     # No handler needs a finalizer (indexes and on.event only), so none is ever
     # added; should one ever be, it carries our name rather than kopf's.
@@ -70,6 +75,26 @@ def configure(settings: kopf.OperatorSettings) -> None:
 async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
     options: Options = memo.options
     client = clients.Client.connect(options.kubeconfig)
+    meter: metrics.Metrics = memo.metrics
+    if options.metrics_port:
+        meter.serve(options.metrics_port)
+    memo.client = client
+    # Stand by until this replica holds the Lease. kopf runs startup handlers
+    # before it starts any watch (its root tasks wait for them), so a standby
+    # neither watches nor writes. kopf's own liveness endpoint starts only
+    # after startup too: answer it meanwhile, a standby is alive.
+    elector = leases.Elector(client, options.namespace, on_change=meter.leader.set)
+    meter.leader.set(0)
+    memo.elector = elector
+    probe = await _standby_liveness(options.liveness)
+    try:
+        await elector.acquire()
+    except BaseException:
+        await client.close()
+        raise
+    finally:
+        if probe is not None:
+            await probe.cleanup()
     store = keys.KeyStore()
     views = reconciling.Views(
         globals=indexes["global_index"],
@@ -79,14 +104,12 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
         configmaps=indexes["configmap_index"],
         secrets=indexes["secret_index"],
     )
-    meter: metrics.Metrics = memo.metrics
     reconciler = reconciling.Reconciler(
         memo.catalog, client, store, views, meter, concurrency=options.concurrency
     )
-    memo.client, memo.key_store, memo.reconciler = client, store, reconciler
-    if options.metrics_port:
-        meter.serve(options.metrics_port)
+    memo.key_store, memo.reconciler = store, reconciler
     memo.tasks = [
+        asyncio.create_task(_lead(elector)),
         asyncio.create_task(
             keys.follow(
                 client,
@@ -109,6 +132,32 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
     log.info("started: platform keys from namespace %s", options.namespace)
 
 
+async def _standby_liveness(endpoint: str | None) -> aiohttp.web.AppRunner | None:
+    """Answer the liveness URL with 200 until kopf's own endpoint takes the port over."""
+    if not endpoint:
+        return None
+    parts = urllib.parse.urlsplit(endpoint)
+
+    async def alive(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"standby": True})
+
+    app = aiohttp.web.Application()
+    app.add_routes([aiohttp.web.get(parts.path or "/", alive)])
+    runner = aiohttp.web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, parts.hostname or "127.0.0.1", parts.port or 80).start()
+    return runner
+
+
+async def _lead(elector: leases.Elector) -> None:
+    """Renew the Lease; when it is lost, stop the operator as Kubernetes would (SIGTERM)."""
+    try:
+        await elector.keep()
+    except leases.LeaseLost as e:
+        log.error("lost the leader lease (%s): stopping; the restart stands by", e)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def _resync(reconciler: reconciling.Reconciler, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
@@ -126,6 +175,9 @@ async def stop(memo: kopf.Memo) -> None:
             await task
     if "reconciler" in memo:
         await memo.reconciler.close()
+    if "elector" in memo:
+        # After the last write: a standby may start writing as soon as this lands.
+        await memo.elector.release()
     if "client" in memo:
         await memo.client.close()
     log.info("stopped")

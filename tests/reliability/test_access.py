@@ -160,16 +160,20 @@ def test_operator_clusterrole_is_the_minimum(figures: Figures) -> None:
         ("ClusterRole", "", "events", "create", "any"),
         *(("ClusterRole", "apiextensions.k8s.io", "customresourcedefinitions", v, "any") for v in ("get", "list", "watch")),
         *(("Role", "", "secrets", v, "any") for v in ("get", "list", "watch")),
+        *(("Role", "coordination.k8s.io", "leases", v, "settings-controller") for v in ("get", "update")),
+        ("Role", "coordination.k8s.io", "leases", "create", "any"),
     }  # fmt: skip
     assert granted == expected, {
         "broader than expected": sorted(granted - expected),
         "missing": sorted(expected - granted),
     }
-    # Never: delete anything, update (PUT) anything, read Secrets cluster-wide.
+    # Never: delete anything, update (PUT) anything but the leader Lease by
+    # name in the operator's namespace, read Secrets cluster-wide.
     assert not [
         p
         for p in granted
         if p[3] in ("delete", "deletecollection", "update", "escalate", "bind", "impersonate")
+        and p != ("Role", "coordination.k8s.io", "leases", "update", "settings-controller")
     ]
     assert ("ClusterRole", "", "secrets", "get", "any") not in granted
     figures["permissions (kind, group, resource, verb, names)"] = len(granted)

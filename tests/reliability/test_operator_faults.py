@@ -168,16 +168,20 @@ def test_operator_recovers_from_control_plane_outage(
     _cleanup(kube, prefix)
 
 
+def leader(op: support.Operator) -> float:
+    m = re.search(r"^settings_controller_leader ([0-9.e+]+)$", op.metrics(), re.MULTILINE)
+    return float(m.group(1)) if m else -1.0
+
+
 def test_two_replicas_do_not_fight(kube: Kube, operator_factory: Any, figures: Figures) -> None:
     prefix = "rel-two"
-    a, b = operator_factory("a"), operator_factory("b")
+    a = operator_factory("a")
+    wait_until(lambda: leader(a) == 1, "the first replica to lead", 30)
+    b = operator_factory("b")  # healthy (liveness answers) while it stands by
     set_default_model(kube, "gpt-4o-mini")
     support.apply_text(kube, accounts_list(prefix, 5))
     support.apply_text(
-        kube,
-        support.override_manifest(f"{prefix}-1", "openai", {"model": "gpt-4o", "api_key": "x"})
-        if False
-        else support.override_manifest(f"{prefix}-1", "openai", {"model": "gpt-4o"}),
+        kube, support.override_manifest(f"{prefix}-1", "openai", {"model": "gpt-4o"})
     )
     wait_until(lambda: len(models(kube, prefix)) == 5, "5 accounts", 120)
     for model in ("gpt-4.1", "gpt-4o-mini", "gpt-4.1"):
@@ -204,22 +208,46 @@ def test_two_replicas_do_not_fight(kube: Kube, operator_factory: Any, figures: F
         return out
 
     before = versions()
-    writes_before = writes(a, "ConfigMap") + writes(b, "ConfigMap")
+    writes_a, writes_b = writes(a, "ConfigMap"), writes(b, "ConfigMap")
     time.sleep(20)
     after = versions()
-    writes_after = writes(a, "ConfigMap") + writes(b, "ConfigMap")
     changed = sorted(k for k in before if before[k] != after.get(k))
     assert not changed, f"objects rewritten with nothing changing: {changed}"
-    assert writes_after == writes_before
-    assert a.stop() == 0 and b.stop() == 0
+    assert writes(a, "ConfigMap") == writes_a
+    # The standby never led, never wrote: one replica's writes, at most 5
+    # accounts x (creation + 3 changes) + 1 override = 21 (fewer when a change
+    # lands while the previous fan-out is still queued).
+    assert leader(a) == 1 and leader(b) == 0
+    assert writes_b == 0 and writes(b, "ConfigMap") == 0
+    assert "standing by" in b.log_text() and "leader: acquired" not in b.log_text()
+    assert 0 < writes_a <= 21, writes_a
     figures["replicas"] = 2
     figures["objects watched for 20 s after convergence"] = len(before)
     figures["rewrites while idle"] = len(changed)
-    # Nothing elects a leader (kopf runs standalone): while a change propagates,
-    # a replica whose watch lags can write the previous content once more and
-    # the other writes it back: the two write more than twice what one replica
-    # writes (5 accounts x (creation + 3 changes) + 1 override = 21), then settle.
-    figures["ConfigMap writes, both replicas (twice one replica's: 42)"] = int(writes_before)
+    figures["ConfigMap writes, leader (one replica's: at most 21)"] = int(writes_a)
+    figures["ConfigMap writes, standby"] = int(writes_b)
+
+    # The leader stops (SIGTERM, as in a rollout or a node drain): it releases
+    # the Lease, and the standby takes over at its next try.
+    stopped = time.monotonic()
+    assert a.stop() == 0, a.log_tail()
+    exited = time.monotonic() - stopped
+    assert "released the lease" in a.log_text(), a.log_tail()
+    wait_until(lambda: leader(b) == 1, "the standby to take over", 30)
+    takeover = time.monotonic() - stopped
+    assert takeover < 15 + 5, takeover  # at worst the Lease's duration + one retry
+    set_default_model(kube, "gpt-4o-mini")
+    applied = wait_until(
+        lambda: count_model(kube, prefix, "gpt-4o-mini") == 4, "a change after the takeover", 120
+    )
+    assert "leader: acquired" in b.log_text()
+    assert b.stop() == 0, b.log_tail()
+    figures["leader's SIGTERM to its exit (s)"] = round(exited, 1)
+    figures["takeover: leader's SIGTERM to the standby leading (s)"] = round(takeover, 1)
+    figures["leader stopped to change applied by the new leader (s)"] = round(
+        time.monotonic() - stopped, 1
+    )
+    figures["change made after the takeover applied in (s)"] = round(applied, 1)
     _cleanup(kube, prefix)
 
 
@@ -246,6 +274,11 @@ def test_sigkill_mid_fanout_then_restart_converges(
     assert done_at_kill < FANOUT, "the fan-out finished before the kill: nothing was tested"
 
     second = operator_factory("second")
+    # The killed operator could not release its Lease: the new one (another
+    # holder identity) takes it once it has expired, 15 s after the last renewal.
+    wait_until(lambda: leader(second) == 1, "the Lease to be taken over", 30)
+    lease_taken = time.monotonic() - killed_at
+    assert lease_taken < 15 + 5, lease_taken
     recovery = wait_until(
         lambda: count_model(kube, prefix, "gpt-4.1") == FANOUT, "convergence after restart", 900
     )
@@ -263,6 +296,7 @@ def test_sigkill_mid_fanout_then_restart_converges(
     figures["create 1,000 Accounts until all rendered (s)"] = round(created_to_rendered, 1)
     figures["updated before SIGKILL"] = done_at_kill
     figures["recovery: restart to all converged (s)"] = round(time.monotonic() - killed_at, 1)
+    figures["Lease taken by the new operator after the SIGKILL (s)"] = round(lease_taken, 1)
     figures["convergence after the new operator was healthy (s)"] = round(recovery, 1)
     figures["stale accounts"] = len(stale)
     _cleanup(kube, prefix)
