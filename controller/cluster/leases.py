@@ -6,9 +6,9 @@ namespace is the leader; any other replica waits in kopf's startup handler
 nor writes. Acquire: create the Lease, or take it over with an update under
 its resourceVersion (optimistic concurrency) when it is ours or has expired
 (renewTime + leaseDurationSeconds in the past). The leader renews every
-RENEW seconds; when a renewal shows someone else holds the Lease, or none has
-been accepted for RENEW_DEADLINE seconds (shorter than the duration), it has
-lost the lead and must stop (an unreachable API server is waited out: see
+RENEW seconds; when a renewal shows someone else holds the Lease, or every
+renewal for RENEW_DEADLINE seconds was refused, it has lost the lead and must
+stop (an unreachable API server is waited out: see
 ``Elector.keep``). On a graceful stop it releases the Lease (no holder,
 renewTime in the past) so a standby takes over at its next try instead of
 after the duration.
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 NAME = "settings-controller"
 DURATION = 15  # leaseDurationSeconds
 RENEW = 5.0  # seconds between renewals by the leader
-RENEW_DEADLINE = 10.0  # no renewal for this long: the lead is lost (< DURATION)
+RENEW_DEADLINE = 10.0  # renewals refused for this long: the lead is lost (< DURATION)
 RETRY = 2.0  # seconds between acquisition tries by a standby
 
 
@@ -225,31 +225,41 @@ class Elector:
     async def keep(self) -> None:
         """Renew every RENEW s until cancelled; raises LeaseLost when the lead is lost.
 
-        Lost: the Lease shows another holder (or was deleted), or renewals were
-        refused (403 and the like) for RENEW_DEADLINE s. An API server that
-        cannot be reached (no response, 429, 5xx) is not a loss by itself: no
-        replica can write through it either, and stopping would turn every
-        control-plane outage into a restart. Renewals are retried every RETRY s
-        meanwhile; the first one through tells whether the Lease is still ours.
+        Lost: the Lease shows another holder (or was deleted), or every renewal
+        for RENEW_DEADLINE s was refused (403 and the like). An API server
+        that cannot be reached (no response, 429, 5xx) is not a loss by itself:
+        no replica can write through it either, and stopping would turn every
+        control-plane outage into a restart; nor is a refusal right after it
+        comes back (its authorizer answers 403 until it has synced). Renewals
+        are retried every RETRY s meanwhile; the first one through tells
+        whether the Lease is still ours (its resourceVersion unchanged).
         """
         delay = self.renew_interval
+        refused_since: float | None = None  # first of an unbroken run of refusals
         while True:
             await asyncio.sleep(delay)
             try:
                 await self.renew_once()
-                delay = self.renew_interval
+                delay, refused_since = self.renew_interval, None
             except LeaseLost:
                 self._set(False)
                 raise
             except Exception as e:
                 delay = self.retry
-                since = time.monotonic() - self._renewed
-                log.warning("could not renew the lease (last renewed %.1f s ago): %s", since, e)
+                now = time.monotonic()
+                log.warning(
+                    "could not renew the lease (last renewed %.1f s ago): %s",
+                    now - self._renewed,
+                    e,
+                )
                 status = e.status if isinstance(e, WriteError) else 0
-                unreachable = status == 0 or status == 429 or status >= 500
-                if since >= self.renew_deadline and not unreachable:
+                if status == 0 or status == 429 or status >= 500:
+                    refused_since = None
+                    continue
+                refused_since = now if refused_since is None else refused_since
+                if now - refused_since >= self.renew_deadline:
                     self._set(False)
-                    raise LeaseLost(f"not renewed for {since:.1f} s: {e}") from e
+                    raise LeaseLost(f"renewals refused for {now - refused_since:.1f} s: {e}") from e
 
     async def release(self) -> None:
         """Give the Lease up (renewTime in the past, no holder) if we hold it; best effort."""
