@@ -38,7 +38,7 @@ imports: $(VENV)/.installed-dev
 manifests: $(VENV)/.installed
 	$(BIN)/settings-controller crds --output-dir deploy/crd --policy-file deploy/policy/no-keys-in-overrides.yaml
 
-# Benchmarks: not part of `make test` (see tests/bench/).
+# Benchmarks, 20-30 minutes: not part of `make test` (see tests/bench/README.md).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.bench
 
