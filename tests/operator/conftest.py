@@ -44,6 +44,11 @@ def apply_keys(kube: Kube, values: dict[str, str]) -> None:
 
 @pytest.fixture(scope="session")
 def installed(kube: Kube) -> Kube:
+    return install(kube)
+
+
+def install(kube: Kube) -> Kube:
+    """deploy/ as a user applies it, the platform key Secret and the example global."""
     kube.kubectl("apply", "-k", str(support.REPO / "deploy"), "--server-side", "--force-conflicts")
     kube.kubectl(
         "wait",

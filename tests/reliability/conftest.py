@@ -61,27 +61,13 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from tests.cluster import controlplane as cp
     from tests.cluster import fixtures
     from tests.operator import conftest as operator_conftest
-    from tests.operator import support
     from tests.reliability import private as private_
 
     fixtures._ensure_binary(cp.Paths())
     root = pathlib.Path(tempfile.mkdtemp(prefix="kh-", dir="/tmp"))  # short: unix socket paths
     cluster = private_.PrivateCluster(root)
     try:
-        kube = cluster.kube
-        kube.kubectl(
-            "apply", "-k", str(support.REPO / "deploy"), "--server-side", "--force-conflicts"
-        )
-        kube.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "-l",
-            "app.kubernetes.io/name=settings-controller",
-        )
-        operator_conftest.apply_keys(kube, operator_conftest.KEYS)
-        kube.kubectl("apply", "-f", str(support.REPO / "examples" / "global.yaml"))
+        operator_conftest.install(cluster.kube)
         yield cluster
     finally:
         cluster.close()
