@@ -259,26 +259,22 @@ class Client:
 
     async def create_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
         """Create; WriteError with status 409 if it exists (someone was first)."""
-        meta = lease["metadata"]
-        try:
-            obj: coordination_v1.Lease = coordination_v1.Lease.from_dict(dict(lease))  # type: ignore[assignment]
-            made = await self._api.create(obj)
-        except ApiError as e:
-            raise _error(e, f"create lease {meta['namespace']}/{meta['name']}") from e
-        except httpx2.HTTPError as e:
-            raise WriteError(f"create lease {meta['name']}: {type(e).__name__}") from e
-        return _plain(made)
+        return await self._write_lease(lease, "create", self._api.create)
 
     async def replace_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
         """PUT with the resourceVersion in ``lease``: WriteError 409 if it changed meanwhile."""
+        return await self._write_lease(lease, "update", self._api.replace)
+
+    async def _write_lease(self, lease: Mapping[str, Any], verb: str, call: Any) -> dict[str, Any]:
         meta = lease["metadata"]
+        where = f"{meta['namespace']}/{meta['name']}"
         try:
             obj: coordination_v1.Lease = coordination_v1.Lease.from_dict(dict(lease))  # type: ignore[assignment]
-            done = await self._api.replace(obj)
+            done = await call(obj)
         except ApiError as e:
-            raise _error(e, f"update lease {meta['namespace']}/{meta['name']}") from e
+            raise _error(e, f"{verb} lease {where}") from e
         except httpx2.HTTPError as e:
-            raise WriteError(f"update lease {meta['name']}: {type(e).__name__}") from e
+            raise WriteError(f"{verb} lease {where}: {type(e).__name__}") from e
         return _plain(done)
 
 
