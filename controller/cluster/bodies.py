@@ -1,9 +1,9 @@
-"""Raw Kubernetes bodies, and what the operator keeps of them in its kopf indexes.
+"""Raw Kubernetes bodies, and what the operator keeps of them in memory.
 
 An ``Observed`` is one custom resource as last seen: its identity, its
 declaration (or why it has none) and its current status. An ``Output`` is a
-generated ConfigMap or Secret reduced to a hash of its content: indexes never
-hold a key, only its digest.
+generated ConfigMap or Secret reduced to a hash of its content: memory never
+holds an account's key, only its digest.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def observe(cat: catalog.Catalog, body: Mapping[str, Any]) -> Observed:
     )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Output:
     """A generated ConfigMap or Secret, reduced to what decides whether to rewrite it."""
 

@@ -13,8 +13,8 @@ import datetime
 import json
 import logging
 import pathlib
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
@@ -28,7 +28,11 @@ from controller.core import catalog
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 FIELD_MANAGER = "settings-controller"
+LIST_PAGE = 500  # objects per list request
+WATCH_SECONDS = 290  # the server ends a watch after this; it is resumed from the last version
 
 # What the reconciler may write, by kind. Custom resources are only ever
 # patched on their status subresource.
@@ -51,18 +55,31 @@ _PATHS: Mapping[str, tuple[str, str, bool]] = {
 
 def _path(kind: str, namespace: str | None, name: str = "", subresource: str = "") -> str:
     prefix, plural, namespaced = _PATHS[kind]
-    path = f"{prefix}/namespaces/{namespace}/{plural}" if namespaced else f"{prefix}/{plural}"
+    # A namespaced kind without a namespace: the list/watch across all namespaces.
+    path = (
+        f"{prefix}/namespaces/{namespace}/{plural}"
+        if namespaced and namespace is not None
+        else f"{prefix}/{plural}"
+    )
     if name:
         path += f"/{name}"
     return path + (f"/{subresource}" if subresource else "")
 
 
-class WriteError(Exception):
-    """A write the API server refused or could not take; ``status`` is the HTTP code (0: none)."""
+class RequestError(Exception):
+    """A request the API server refused, or could not take; ``status`` is the HTTP code (0: none)."""
 
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+class WriteError(RequestError):
+    """A write (apply, status patch, Lease) that did not land."""
+
+
+class ReadError(RequestError):
+    """A list or watch that failed or broke."""
 
 
 class Writer(Protocol):
@@ -227,6 +244,70 @@ class Client:
         except (ApiError, httpx2.HTTPError) as e:
             # Events are best effort: the condition carries the same message.
             log.warning("could not post event %s about %s: %s", reason, involved["name"], e)
+
+    async def list_named(
+        self, kind: str, name: str, keep: Callable[[dict[str, Any]], T]
+    ) -> tuple[list[T], str]:
+        """What ``keep`` makes of every ``kind`` named ``name`` in all namespaces; the list's version.
+
+        A ``metadata.name`` field selector: what RBAC's resourceNames allow a
+        list for. Read a page at a time and reduced as it comes: 10,000 full
+        bodies at once (managedFields and all) would be the operator's peak memory.
+        """
+        selector = f"metadata.name={name}"
+        if self._session is None:
+            listing = self._api.list(
+                _BUILTIN[kind], namespace="*", fields={"metadata.name": name}, chunk_size=LIST_PAGE
+            )
+            kept = [keep(_plain(o)) async for o in listing]
+            return kept, listing.resourceVersion
+        kept, params = [], {"fieldSelector": selector, "limit": str(LIST_PAGE)}
+        while True:
+            try:
+                page = await self._session.get(_path(kind, None), params)
+            except sessions.HttpError as e:
+                raise ReadError(f"list {kind} {name}: {e}", e.status) from e
+            kept.extend(map(keep, page.get("items") or ()))
+            meta = page.get("metadata") or {}
+            del page
+            if not meta.get("continue"):
+                return kept, str(meta.get("resourceVersion", ""))
+            params = {**params, "continue": meta["continue"]}
+
+    async def watch_named(
+        self, kind: str, name: str, resource_version: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Changes to every ``kind`` named ``name`` after ``resource_version``, BOOKMARKs included.
+
+        Ends when the server ends the watch; raises when it breaks, or when the
+        server says the version is too old (410: list again).
+        """
+        if self._session is None:
+            async for type_, obj in self._api.watch(
+                _BUILTIN[kind],
+                namespace="*",
+                fields={"metadata.name": name},
+                resource_version=resource_version,
+            ):
+                yield type_, _plain(obj)
+            return
+        params = {
+            "fieldSelector": f"metadata.name={name}",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        try:
+            async for event in self._session.watch(_path(kind, None), params, WATCH_SECONDS + 30):
+                type_, body = str(event.get("type")), event.get("object") or {}
+                if type_ == "ERROR":
+                    raise ReadError(
+                        f"watch {kind} {name}: {body.get('code')} {body.get('reason')}",
+                        int(body.get("code") or 0),
+                    )
+                yield type_, body
+        except sessions.HttpError as e:
+            raise ReadError(f"watch {kind} {name}: {e}", e.status) from e
 
     async def secrets(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
         """Every Secret in ``namespace`` as plain dicts, and the list's resourceVersion."""

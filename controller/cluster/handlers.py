@@ -4,7 +4,9 @@ Only indexes and ``@kopf.on.event``: no change-detecting handler (create,
 update, resume, delete), so kopf never stores a diff base or progress in an
 annotation (an override holding a pasted key would be copied there) and never
 adds a finalizer (a down operator never blocks a deletion). Lost events are
-covered by the periodic resync in ``running``.
+covered by the periodic resync in ``running``. kopf follows the custom
+resources only; the generated ConfigMaps and Secrets are followed by
+``generated`` (see ``following`` for why).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import kopf
 
 from controller.cluster import bodies, running
-from controller.core import catalog, rendering
+from controller.core import catalog
 
 G, V = catalog.GROUP, catalog.VERSION
 GLOBALS, ACCOUNTS, OVERRIDES = "globalintegrationsettings", "accounts", "integrationsettings"
@@ -61,18 +63,6 @@ async def override_index(body: kopf.Body, namespace: str | None, memo: kopf.Memo
     return {str(namespace): bodies.observe(memo.catalog, body)}
 
 
-# Server-side field selectors (set in running.configure) limit these two
-# watches to the generated objects' names.
-@kopf.index("v1", "configmaps", field="metadata.name", value=rendering.CONFIGMAP_NAME)
-async def configmap_index(body: kopf.Body, namespace: str | None, **_: Any) -> Any:
-    return {str(namespace): bodies.output(body)}
-
-
-@kopf.index("v1", "secrets", field="metadata.name", value=rendering.CREDENTIALS_SECRET_NAME)
-async def secret_index(body: kopf.Body, namespace: str | None, **_: Any) -> Any:
-    return {str(namespace): bodies.output(body)}
-
-
 # --- events: what to re-render ------------------------------------------------------
 
 
@@ -89,17 +79,3 @@ async def account_event(name: str, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(G, V, OVERRIDES)
 async def override_event(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     await memo.reconciler.namespace(str(namespace))
-
-
-@kopf.on.event("v1", "configmaps", field="metadata.name", value=rendering.CONFIGMAP_NAME)
-async def configmap_drift(
-    body: kopf.Body, type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    await memo.reconciler.output_event("ConfigMap", str(namespace), body, type)
-
-
-@kopf.on.event("v1", "secrets", field="metadata.name", value=rendering.CREDENTIALS_SECRET_NAME)
-async def secret_drift(
-    body: kopf.Body, type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    await memo.reconciler.output_event("Secret", str(namespace), body, type)

@@ -3,7 +3,7 @@
 Not a kopf handler: kopf watches a resource in every namespace or in a fixed
 set, and the operator must watch its custom resources everywhere. Following
 Secrets through kopf would need the right to list every Secret in the
-cluster; this watch needs it in one namespace. It is never a change-detecting
+cluster; this watch (``following``) needs it in one namespace. It is never a change-detecting
 handler either, so nothing ever copies a key into an annotation. Values stay
 base64, in memory, and are only ever compared or copied into the accounts'
 credential Secrets.
@@ -12,11 +12,10 @@ credential Secrets.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-log = logging.getLogger(__name__)
+from controller.cluster import following
 
 OnChange = Callable[[frozenset[str]], Awaitable[None]]
 
@@ -26,8 +25,7 @@ class SecretSource(Protocol):
 
     def watch_secrets(
         self, namespace: str, resource_version: str
-    ) -> Any:  # an async iterator of (event type, body)
-        ...
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
 
 
 class KeyStore:
@@ -74,26 +72,13 @@ async def follow(
     on_error: Callable[[], None] = lambda: None,
     backoff: float = 2.0,
 ) -> None:
-    """List, then watch from the list's version; on any break, list again. Runs until cancelled."""
-    while True:
-        try:
-            items, version = await source.secrets(namespace)
-            changed = store.replace(items)
-            store.ready.set()
-            if changed:
-                await on_change(changed)
-            async for event_type, body in source.watch_secrets(namespace, version):
-                changed = store.apply(event_type, body)
-                if changed:
-                    await on_change(changed)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # the watch must outlive any API hiccup
-            on_error()
-            log.warning(
-                "following Secrets in %s failed (%s); listing again in %.0fs",
-                namespace,
-                type(e).__name__,
-                backoff,
-            )
-            await asyncio.sleep(backoff)
+    """Keep ``store`` up to date with the Secrets in ``namespace``. Runs until cancelled."""
+    await following.follow(
+        f"Secrets in {namespace}",
+        lambda: source.secrets(namespace),
+        lambda version: source.watch_secrets(namespace, version),
+        store,
+        on_change,
+        on_error,
+        backoff,
+    )

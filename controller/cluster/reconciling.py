@@ -1,7 +1,7 @@
 """Reconciling accounts from the operator's in-memory indexes.
 
 Every handler ends here. ``account`` renders one account: merge (the core),
-compare the content hash with what the ConfigMap/Secret indexes saw, apply only
+compare the content hash with the ConfigMap/Secret last seen (``generated``), apply only
 what differs, then patch statuses that changed. ``everything`` is the fan-out
 of a global or key change: one pass over the account index with bounded
 concurrency, no annotation patched onto N objects.
@@ -16,10 +16,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
-from controller.cluster import bodies, clients, conditions, metrics, outputs, statuses
+from controller.cluster import bodies, clients, conditions, generated, metrics, outputs, statuses
 from controller.core import catalog, declarations, findings, merging, rendering
 
 log = logging.getLogger(__name__)
@@ -30,14 +30,15 @@ Index = Mapping[Any, Collection[T]]
 
 @dataclasses.dataclass(frozen=True)
 class Views:
-    """Read-only views of the kopf indexes (``kopf.Index`` is a mapping of collections)."""
+    """Read-only views of the kopf indexes (``kopf.Index`` is a mapping of collections)
+    and of the generated objects (``generated.Outputs``)."""
 
     globals: Index[bodies.Observed]  # by name
     accounts: Index[bodies.Observed]  # by name
     tenants: Index[str]  # namespace -> names of the accounts claiming it
     overrides: Index[bodies.Observed]  # by namespace
-    configmaps: Index[bodies.Output]  # by namespace
-    secrets: Index[bodies.Output]  # by namespace
+    configmaps: Mapping[str, bodies.Output]  # by namespace (generated.Outputs)
+    secrets: Mapping[str, bodies.Output]  # by namespace (generated.Outputs)
 
 
 def _one(index: Index[T], key: Any) -> T | None:
@@ -55,6 +56,7 @@ class Reconciler:
         meter: metrics.Metrics,
         concurrency: int = 16,
         retry_delay: float = 5.0,
+        listed: Sequence[asyncio.Event] = (),
     ) -> None:
         self.catalog = cat
         self.writer = writer
@@ -63,6 +65,9 @@ class Reconciler:
         self.metrics = meter
         self.retry_delay = retry_delay
         self._gate = asyncio.Semaphore(concurrency)
+        # Set once the generated objects are listed: a render before that would
+        # see none and rewrite every one of them.
+        self._listed = tuple(listed)
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         # namespace -> (account uid, plan) last applied; dropped on a failed write,
         # so a namespace deleted meanwhile is created again.
@@ -76,8 +81,9 @@ class Reconciler:
         # patch yet is not a reason to patch the same status again.
         self._patched: dict[tuple[str, str | None, str], tuple[str, str]] = {}
         self._last_global: declarations.GlobalSettings | None = None
-        self._retries: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # retries and drift repairs under way
         self._pending: set[str] = set()  # accounts with a retry scheduled
+        self._drifted: set[str] = set()  # namespaces with a repair scheduled
 
     # --- entry points --------------------------------------------------------
 
@@ -116,20 +122,27 @@ class Reconciler:
             if not self.views.tenants.get(namespace):
                 await self.namespace(namespace)
 
-    async def output_event(
-        self, kind: str, namespace: str, body: Mapping[str, Any], type_: str | None
-    ) -> None:
-        """A generated ConfigMap or Secret changed: reconcile unless it is our own write."""
-        if type_ != "DELETED":
-            seen = bodies.output(body)
+    async def outputs_changed(self, kind: str, changes: Collection[generated.Change]) -> None:
+        """Generated objects changed: repair them unless it is the echo of our own write.
+
+        Called from the watch loop, so a repair is scheduled, not awaited.
+        """
+        for namespace, seen in changes:
             written = self._written.get((kind, namespace))
             if (
-                written is not None
+                seen is not None
+                and written is not None
                 and seen.managed
                 and written[1] in seen.owners
                 and seen.content_hash == written[0]
             ):
-                return
+                continue
+            if namespace not in self._drifted:
+                self._drifted.add(namespace)
+                self._spawn(self._repair(namespace))
+
+    async def _repair(self, namespace: str) -> None:
+        self._drifted.discard(namespace)
         await self.namespace(namespace)
 
     async def namespace(self, namespace: str) -> None:
@@ -154,6 +167,8 @@ class Reconciler:
         # Every render takes a slot, not only a fan-out's: at start kopf delivers an
         # event per listed object at once, and thousands of requests queued in the
         # HTTP client's pool cost more CPU than the API server's work they wait for.
+        for listed in self._listed:
+            await listed.wait()
         async with self._locks[name], self._gate:
             started = time.perf_counter()
             outcome = await self._account(name)
@@ -255,7 +270,7 @@ class Reconciler:
     ) -> bool:
         namespace = account.namespace
         wrote = False
-        seen_configmap = _one(self.views.configmaps, namespace)
+        seen_configmap = self.views.configmaps.get(namespace)
         if self._namespaces.get(namespace) != (
             observed.uid,
             account.plan,
@@ -272,7 +287,7 @@ class Reconciler:
             log.info("account %s: wrote %s/%s", account.name, namespace, rendering.CONFIGMAP_NAME)
             wrote = True
         keys = outputs.credential_data(global_, result, self.keys)
-        if not outputs.in_sync(_one(self.views.secrets, namespace), keys, observed.uid):
+        if not outputs.in_sync(self.views.secrets.get(namespace), keys, observed.uid):
             self._written.pop(("Secret", namespace), None)
             await self.writer.apply(outputs.credentials_secret(observed, namespace, keys))
             self._written[("Secret", namespace)] = (rendering.content_hash(keys), observed.uid)
@@ -297,9 +312,12 @@ class Reconciler:
             await self.account(name)
 
         self._pending.add(name)
-        task = asyncio.create_task(later())
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
+        self._spawn(later())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _missing_keys(self, decl: declarations.Declaration | None) -> tuple[list[str], int]:
         if not isinstance(decl, declarations.GlobalSettings):
@@ -342,6 +360,6 @@ class Reconciler:
             self._events.pop(observed.uid, None)
 
     async def close(self) -> None:
-        for task in list(self._retries):
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._retries, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)

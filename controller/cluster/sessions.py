@@ -16,7 +16,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -35,7 +35,7 @@ class HttpError(Exception):
 
 
 class Session:
-    """PATCH and POST JSON to one API server; the aiohttp session is made on first use."""
+    """PATCH, POST, GET and watch JSON on one API server; the aiohttp session is made on first use."""
 
     def __init__(
         self,
@@ -103,6 +103,15 @@ class Session:
             headers["Authorization"] = f"Bearer {self._token}"
         return headers
 
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
+                timeout=self._timeout,
+                auth=self._basic,
+            )
+        return self._session
+
     async def request(
         self,
         method: str,
@@ -111,14 +120,8 @@ class Session:
         content_type: str,
         params: Mapping[str, str] | None = None,
     ) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
-                timeout=self._timeout,
-                auth=self._basic,
-            )
         try:
-            async with self._session.request(
+            async with self._open().request(
                 method,
                 self.server + path,
                 params=params,
@@ -128,6 +131,47 @@ class Session:
                 payload = await response.read()
                 if response.status >= 300:
                     raise HttpError(response.status, _reason(payload, response.reason))
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise HttpError(0, type(e).__name__) from e
+
+    async def get(self, path: str, params: Mapping[str, str]) -> Any:
+        """GET a JSON document."""
+        try:
+            async with self._open().get(
+                self.server + path, params=params, headers=self._headers("application/json")
+            ) as response:
+                payload = await response.read()
+                if response.status >= 300:
+                    raise HttpError(response.status, _reason(payload, response.reason))
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise HttpError(0, type(e).__name__) from e
+        return json.loads(payload)
+
+    async def watch(
+        self, path: str, params: Mapping[str, str], timeout: float
+    ) -> AsyncIterator[Any]:
+        """A watch: one decoded JSON event per line until the server ends it or ``timeout`` passes.
+
+        Read in chunks and split here: aiohttp's ``readline`` refuses a line
+        longer than its buffer (64 KiB), and an object may be up to 1 MiB.
+        """
+        try:
+            async with self._open().get(
+                self.server + path,
+                params={**params, "watch": "1"},
+                headers=self._headers("application/json"),
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=self._timeout.total),
+            ) as response:
+                if response.status >= 300:
+                    payload = await response.read()
+                    raise HttpError(response.status, _reason(payload, response.reason))
+                pending = b""
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
         except (TimeoutError, aiohttp.ClientError) as e:
             raise HttpError(0, type(e).__name__) from e
 

@@ -35,9 +35,9 @@ class FakeWriter:
         self.running -= 1
         self.applied.append(copy.deepcopy(dict(manifest)))
         if self.views is not None and manifest["kind"] in ("ConfigMap", "Secret"):
-            # What the watch would bring back into the index.
+            # What the watch would bring back into generated.Outputs.
             index = self.views.configmaps if manifest["kind"] == "ConfigMap" else self.views.secrets
-            index[manifest["metadata"]["namespace"]] = [bodies.output(manifest)]  # type: ignore[index]
+            index[manifest["metadata"]["namespace"]] = bodies.output(manifest)  # type: ignore[index]
 
     async def patch_status(
         self, kind: str, name: str, namespace: str | None, status: Mapping[str, Any]
@@ -104,8 +104,8 @@ def test_only_index_and_event_handlers_are_registered() -> None:
     assert registry._changing.get_all_handlers() == []  # no diff base, no progress annotations
     assert registry._spawning.get_all_handlers() == []  # no daemons/timers: no finalizers
     assert registry._webhooks.get_all_handlers() == []
-    assert len(registry._indexing.get_all_handlers()) == 6
-    assert len(registry._watching.get_all_handlers()) == 5
+    assert len(registry._indexing.get_all_handlers()) == 4
+    assert len(registry._watching.get_all_handlers()) == 3
 
 
 def test_fan_out_is_one_bounded_pass(catalog: catalog_.Catalog) -> None:

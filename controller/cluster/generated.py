@@ -1,0 +1,64 @@
+"""The generated ConfigMaps and credential Secrets as last seen, by namespace.
+
+Each kind is followed with one list and one watch across all namespaces,
+limited server-side to the generated object's name (``following``). What is
+kept of an object is its ``bodies.Output``: a content hash, its owners, two
+labels. The reconciler compares a render with it to skip unchanged writes, and
+``Reconciler.outputs_changed`` tells the echo of its own write from a drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from controller.cluster import bodies
+
+# What a change reports: (namespace, the object as now seen, None when deleted).
+Change = tuple[str, bodies.Output | None]
+
+
+class Outputs(Mapping[str, bodies.Output]):
+    """namespace -> the generated object of one kind there (a read-only mapping)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._by_namespace: dict[str, bodies.Output] = {}
+        self._ready = asyncio.Event()
+
+    @property
+    def ready(self) -> asyncio.Event:
+        return self._ready
+
+    def __getitem__(self, namespace: str) -> bodies.Output:
+        return self._by_namespace[namespace]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_namespace)
+
+    def __len__(self) -> int:
+        return len(self._by_namespace)
+
+    def replace(self, listed: Iterable[bodies.Output]) -> list[Change]:
+        """Take a full listing (reduced by ``bodies.output`` as it was read); what changed
+        since the last one (nothing, the first time)."""
+        fresh = {o.namespace: o for o in listed}
+        before, self._by_namespace = self._by_namespace, fresh
+        if not self._ready.is_set():
+            return []  # at start every Account is reconciled anyway
+        return [
+            (ns, fresh.get(ns))
+            for ns in sorted(fresh.keys() | before.keys())
+            if fresh.get(ns) != before.get(ns)
+        ]
+
+    def apply(self, event_type: str, body: Mapping[str, Any]) -> list[Change]:
+        seen = bodies.output(body)
+        before = self._by_namespace.get(seen.namespace)
+        if event_type == "DELETED":
+            self._by_namespace.pop(seen.namespace, None)
+            return [(seen.namespace, None)]
+        self._by_namespace[seen.namespace] = seen
+        # Only what decides a rewrite counts: an annotation added by hand does not.
+        return [] if seen == before else [(seen.namespace, seen)]
