@@ -64,6 +64,7 @@ class Reconciler:
         self.views = views
         self.metrics = meter
         self.retry_delay = retry_delay
+        self._concurrency = concurrency
         self._gate = asyncio.Semaphore(concurrency)
         # Set once the generated objects are listed: a render before that would
         # see none and rewrite every one of them.
@@ -117,7 +118,16 @@ class Reconciler:
         self.metrics.accounts.set(len(names))
         log.info("re-rendering %d accounts: %s", len(names), why)
 
-        await asyncio.gather(*(self.account(n) for n in names))
+        # A fixed pool of workers taking names in turn, not a task per account:
+        # 10,000 tasks queued on the gate cost more than the renders (their
+        # allocations alone set off the garbage collector over every index).
+        queue = iter(names)
+
+        async def work() -> None:
+            for name in queue:
+                await self.account(name)
+
+        await asyncio.gather(*(work() for _ in range(min(self._concurrency, len(names)))))
         for namespace in list(self.views.overrides):
             if not self.views.tenants.get(namespace):
                 await self.namespace(namespace)
