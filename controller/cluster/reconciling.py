@@ -85,6 +85,7 @@ class Reconciler:
         self._tasks: set[asyncio.Task[None]] = set()  # retries and drift repairs under way
         self._pending: set[str] = set()  # accounts with a retry scheduled
         self._drifted: set[str] = set()  # namespaces with a repair scheduled
+        self.renders = 0  # accounts rendered since start (running.py compacts after bursts)
 
     # --- entry points --------------------------------------------------------
 
@@ -182,6 +183,7 @@ class Reconciler:
         async with self._locks[name], self._gate:
             started = time.perf_counter()
             outcome = await self._account(name)
+            self.renders += 1
             self.metrics.duration.observe(time.perf_counter() - started)
             self.metrics.reconciles.labels(outcome).inc()
 

