@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from kopf._cogs.clients import watching as kopf_watching
 
-from controller.cluster import bodies, following, generated, metrics, reconciling
+from controller.cluster import bodies, following, generated, lean, metrics, reconciling, running
 from controller.core import catalog as catalog_
 from controller.core import rendering
 from tests.operator.test_reconciling import KEYS, FakeWriter, reconciler, views_for
@@ -163,5 +164,48 @@ def test_no_render_before_the_generated_objects_are_listed(catalog: catalog_.Cat
         listed.set()
         await asyncio.wait_for(task, 5)
         assert writer.applied
+
+    asyncio.run(main())
+
+
+def test_lean_events_drop_only_managed_fields() -> None:
+    event = {
+        "type": "ADDED",
+        "object": {
+            "metadata": {"name": "a", "uid": "u", "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"plan": "pro"},
+        },
+    }
+    lean.strip(event)
+    assert event == {
+        "type": "ADDED",
+        "object": {"metadata": {"name": "a", "uid": "u"}, "spec": {"plan": "pro"}},
+    }
+    lean.strip({"type": "ERROR", "object": {"code": 410}})  # no metadata: left alone
+    lean.install()
+    lean.install()  # idempotent: wrapped once
+    assert kopf_watching.infinite_watch is lean._lean_watch
+    assert lean._original is not lean._lean_watch
+
+
+def test_memory_is_compacted_once_after_a_quiet_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    collected: list[int] = []
+    monkeypatch.setattr(running.gc, "collect", lambda: collected.append(1) or 0)
+
+    class Renders:
+        renders = 0
+
+    async def main() -> None:
+        counter = Renders()
+        task = asyncio.create_task(running._compact_after_bursts(counter, quiet=0.02, burst=100))  # type: ignore[arg-type]
+        counter.renders = 50
+        await asyncio.sleep(0.1)
+        assert collected == []  # quiet, but no burst yet
+        counter.renders = 150
+        await asyncio.sleep(0.1)
+        assert collected == [1]  # one burst, quiet: compacted once
+        await asyncio.sleep(0.1)
+        assert collected == [1]  # nothing new: not again
+        task.cancel()
 
     asyncio.run(main())
