@@ -116,36 +116,29 @@ class Session:
         self,
         method: str,
         path: str,
-        body: Mapping[str, Any],
+        body: Mapping[str, Any] | None,
         content_type: str,
         params: Mapping[str, str] | None = None,
-    ) -> None:
+    ) -> bytes:
+        """The response's body; HttpError for anything but 2xx."""
         try:
             async with self._open().request(
                 method,
                 self.server + path,
                 params=params,
-                data=json.dumps(body, separators=(",", ":")),
+                data=None if body is None else json.dumps(body, separators=(",", ":")),
                 headers=self._headers(content_type),
             ) as response:
                 payload = await response.read()
                 if response.status >= 300:
                     raise HttpError(response.status, _reason(payload, response.reason))
+                return payload
         except (TimeoutError, aiohttp.ClientError) as e:
             raise HttpError(0, type(e).__name__) from e
 
     async def get(self, path: str, params: Mapping[str, str]) -> Any:
         """GET a JSON document."""
-        try:
-            async with self._open().get(
-                self.server + path, params=params, headers=self._headers("application/json")
-            ) as response:
-                payload = await response.read()
-                if response.status >= 300:
-                    raise HttpError(response.status, _reason(payload, response.reason))
-        except (TimeoutError, aiohttp.ClientError) as e:
-            raise HttpError(0, type(e).__name__) from e
-        return json.loads(payload)
+        return json.loads(await self.request("GET", path, None, "application/json", params))
 
     async def watch(
         self, path: str, params: Mapping[str, str], timeout: float
