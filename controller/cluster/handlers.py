@@ -73,7 +73,7 @@ async def global_event(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(G, V, ACCOUNTS)
 async def account_event(name: str, memo: kopf.Memo, **_: Any) -> None:
-    await memo.reconciler.account(name)
+    memo.reconciler.request(name)
 
 
 @kopf.on.event(G, V, OVERRIDES)

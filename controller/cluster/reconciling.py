@@ -86,6 +86,12 @@ class Reconciler:
         self._pending: set[str] = set()  # accounts with a retry scheduled
         self._drifted: set[str] = set()  # namespaces with a repair scheduled
         self.renders = 0  # accounts rendered since start (running.py compacts after bursts)
+        self._queue: dict[str, None] = {}  # accounts to render, in order, each once
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._busy = 0
+        self._workers: list[asyncio.Task[None]] = []
 
     # --- entry points --------------------------------------------------------
 
@@ -119,16 +125,9 @@ class Reconciler:
         self.metrics.accounts.set(len(names))
         log.info("re-rendering %d accounts: %s", len(names), why)
 
-        # A fixed pool of workers taking names in turn, not a task per account:
-        # 10,000 tasks queued on the gate cost more than the renders (their
-        # allocations alone set off the garbage collector over every index).
-        queue = iter(names)
-
-        async def work() -> None:
-            for name in queue:
-                await self.account(name)
-
-        await asyncio.gather(*(work() for _ in range(min(self._concurrency, len(names)))))
+        for name in names:
+            self.request(name)
+        await self.drained()
         for namespace in list(self.views.overrides):
             if not self.views.tenants.get(namespace):
                 await self.namespace(namespace)
@@ -161,7 +160,7 @@ class Reconciler:
         names = sorted(set(self.views.tenants.get(namespace) or ()))
         if names:
             for name in names:
-                await self.account(name)
+                self.request(name)
             return
         for observed in list(self.views.overrides.get(namespace) or ()):
             await self._set_status(
@@ -174,10 +173,51 @@ class Reconciler:
                 ),
             )
 
+    # --- the work queue ---------------------------------------------------------
+    # Handlers and fan-outs only name the accounts to render; --concurrency
+    # workers render them, each name queued once however often it is asked for.
+    # A kopf worker so returns at once instead of holding its object's event
+    # (and its coroutines) until a render slot frees: at a cold start of 10,000
+    # accounts that was every listed object for the whole start. A fan-out is
+    # a pass of the same workers, not 10,000 tasks queued on a semaphore.
+
+    def request(self, name: str) -> None:
+        """Render ``name`` soon (once, if it is already waiting)."""
+        if name in self._queue:
+            return
+        self._queue[name] = None
+        self._idle.clear()
+        self._wakeup.set()
+        if not self._workers:
+            self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
+
+    async def drained(self) -> None:
+        """Until nothing is queued or being rendered."""
+        await self._idle.wait()
+
+    async def _work(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            name = next(iter(self._queue))
+            del self._queue[name]
+            self._busy += 1
+            try:
+                await self.account(name)
+            except Exception:  # a worker outlives any one account
+                self.metrics.errors.labels("reconcile").inc()
+                log.exception(
+                    "account %s: reconcile failed; retrying in %.0fs", name, self.retry_delay
+                )
+                self._retry(name)
+            finally:
+                self._busy -= 1
+                if not self._queue and not self._busy:
+                    self._idle.set()
+
     async def account(self, name: str) -> None:
-        # Every render takes a slot, not only a fan-out's: at start kopf delivers an
-        # event per listed object at once, and thousands of requests queued in the
-        # HTTP client's pool cost more CPU than the API server's work they wait for.
+        """Render one account now (the workers' step; awaitable for tests and callers)."""
         for listed in self._listed:
             await listed.wait()
         async with self._locks[name], self._gate:
@@ -321,7 +361,7 @@ class Reconciler:
         async def later() -> None:
             await asyncio.sleep(self.retry_delay)
             self._pending.discard(name)
-            await self.account(name)
+            self.request(name)
 
         self._pending.add(name)
         self._spawn(later())
@@ -372,6 +412,7 @@ class Reconciler:
             self._events.pop(observed.uid, None)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        tasks = [*self._tasks, *self._workers]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
