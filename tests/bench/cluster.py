@@ -564,9 +564,17 @@ def markdown(merged: dict[str, Any]) -> str:
         f"{r['cold_start']['s']:.0f} s ({r['cold_start']['never_rendered']:,} never rendered)"
     )
     rows.append(f"| cold start until every Account Ready | {both(cold)} | |")
-    rss = lambda r: f"{r['rss_mib']:.0f} MiB"  # noqa: E731
+
+    def rss(r: dict[str, Any]) -> str:
+        restart = r.get("restart", {}).get("rss_mib")
+        return f"{r['rss_mib']:.0f} MiB" + (
+            f" (after the restart: {restart:.0f} MiB)" if restart else ""
+        )
+
     ok = "met" if large["rss_mib"] < 200 else "**missed**"
-    rows.append(f"| operator RSS | {both(rss)} | < 200 MB at 10,000: {ok} |")
+    rows.append(
+        f"| operator RSS at rest after the cold start | {both(rss)} | < 200 MB at 10,000: {ok} |"
+    )
     if "rss_kib_per_account" in c:
         rows.append(f"| RSS growth per account | {c['rss_kib_per_account']:.1f} KiB | | |")
     if "edit" in large:
