@@ -5,6 +5,7 @@ Layout under ``OUT``::
     OUT/<namespace>/integration-settings.yaml   the ConfigMap manifest
     OUT/<namespace>/<type>.json                 one per integration
     OUT/.settings-controller/state.sqlite       what this module remembers
+    OUT/.settings-controller/writer.<pid>       a writer is (or was, if it died) at work
 
 The record lets a later pass keep an account's last good output when a file
 that fed it stops parsing, skip rewriting unchanged accounts, and remove the
@@ -13,6 +14,7 @@ outputs of accounts that are gone.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -30,6 +32,7 @@ from controller.core import errors, rendering
 STATE_DIR = ".settings-controller"
 STATE_FILE = "state.sqlite"
 STATE_VERSION = 2
+WRITER_MARK = "writer."
 MANIFEST = f"{rendering.CONFIGMAP_NAME}.yaml"
 
 # Outputs are read by workloads and written only by the controller.
@@ -113,6 +116,20 @@ def manifest_yaml(manifest: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _temp_name(name: str, pid: int) -> str:
+    return f".{name}.{pid}.tmp"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def write_atomic(path: pathlib.Path, content: str) -> None:
     """Write via a temporary file in the same directory and rename it over ``path``.
 
@@ -121,7 +138,7 @@ def write_atomic(path: pathlib.Path, content: str) -> None:
     """
     # Hidden, so readers of the directory and our own loader skip it; the pid
     # keeps two controllers (a mistake, but possible) off each other's temp file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(_temp_name(path.name, os.getpid()))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         with os.fdopen(fd, "wb") as stream:
@@ -134,6 +151,11 @@ def write_atomic(path: pathlib.Path, content: str) -> None:
         raise
 
 
+def _unmark(mark: pathlib.Path) -> None:
+    with contextlib.suppress(OSError):
+        mark.unlink()
+
+
 class OutputDir:
     """``OUT``, with its record kept in SQLite so that a pass saves only what it changed."""
 
@@ -142,7 +164,9 @@ class OutputDir:
         self.records: dict[str, Record] = {}
         self._changed: set[str] = set()
         self._db: sqlite3.Connection | None = None
+        self._marked = False
         self._load_state()
+        self._sweep_after_crash()
 
     @property
     def state_path(self) -> pathlib.Path:
@@ -170,6 +194,45 @@ class OutputDir:
                     os.chmod(f"{self.state_path}{suffix}", FILE_MODE)
             self._db = db
         return self._db
+
+    def _sweep_after_crash(self) -> None:
+        """Remove the temporary files of a writer that was killed mid-write.
+
+        A writer marks itself in the state directory while it works and unmarks
+        at exit; a mark whose process is gone means a SIGKILL (or a power cut)
+        may have left ``.<file>.<pid>.tmp`` files next to the outputs. Only then
+        is the tree walked, so a normal start costs one directory listing.
+        """
+        marks = self.root / STATE_DIR
+        try:
+            entries = [e.name for e in os.scandir(marks) if e.name.startswith(WRITER_MARK)]
+        except OSError:
+            return
+        for mark in entries:
+            pid_text = mark[len(WRITER_MARK) :]
+            if not pid_text.isdigit() or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+                continue
+            suffix = f".{pid_text}.tmp"
+            with contextlib.suppress(OSError):
+                for directory in os.scandir(self.root):
+                    if not directory.is_dir(follow_symlinks=False):
+                        continue
+                    for entry in os.scandir(directory.path):
+                        if entry.name.startswith(".") and entry.name.endswith(suffix):
+                            with contextlib.suppress(OSError):
+                                os.unlink(entry.path)
+                os.unlink(marks / mark)
+
+    def _mark(self) -> None:
+        """Say a writer is at work (see ``_sweep_after_crash``), once; unsaid at exit."""
+        if self._marked:
+            return
+        self._marked = True
+        mark = self.root / STATE_DIR / f"{WRITER_MARK}{os.getpid()}"
+        with contextlib.suppress(OSError):
+            mark.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            os.close(os.open(mark, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+            atexit.register(_unmark, mark)
 
     def _load_state(self) -> None:
         if not self.state_path.exists():
@@ -210,6 +273,7 @@ class OutputDir:
         try:
             if stale:
                 self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                self._mark()
                 directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             for name in stale:
                 write_atomic(directory / name, files[name])

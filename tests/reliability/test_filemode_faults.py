@@ -273,3 +273,24 @@ def test_sigkill_during_writes_leaves_valid_outputs(
     figures["SIGKILLs"] = kills
     figures["output files checked after each kill"] = files
     figures["unparsable outputs"] = 0
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_at_the_next_start(
+    tmp_path: pathlib.Path, cli: RunCli
+) -> None:
+    decls, out = tmp_path / "decls", tmp_path / "out"
+    write_tree(decls, 3)
+    assert cli("reconcile", decls, "--output", out).returncode == 0
+    state = out / ".settings-controller"
+    assert not list(state.glob("writer.*"))  # a writer that exits unmarks itself
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that is gone, as after a SIGKILL
+    live = os.getpid()
+    for pid in (dead.pid, live):
+        (state / f"writer.{pid}").touch()
+        (out / "acct-1" / f".openai.json.{pid}.tmp").write_text("")
+        (out / "acct-2" / f".integration-settings.yaml.{pid}.tmp").write_text("")
+    assert cli("reconcile", decls, "--output", out).returncode == 0
+    left = sorted(p.name for p in out.rglob("*.tmp"))
+    assert left == [f".integration-settings.yaml.{live}.tmp", f".openai.json.{live}.tmp"]
+    assert sorted(p.name for p in state.glob("writer.*")) == [f"writer.{live}"]
