@@ -65,7 +65,6 @@ class Reconciler:
         self.metrics = meter
         self.retry_delay = retry_delay
         self._concurrency = concurrency
-        self._gate = asyncio.Semaphore(concurrency)
         # Set once the generated objects are listed: a render before that would
         # see none and rewrite every one of them.
         self._listed = tuple(listed)
@@ -82,9 +81,8 @@ class Reconciler:
         # patch yet is not a reason to patch the same status again.
         self._patched: dict[tuple[str, str | None, str], tuple[str, str]] = {}
         self._last_global: declarations.GlobalSettings | None = None
-        self._tasks: set[asyncio.Task[None]] = set()  # retries and drift repairs under way
+        self._tasks: set[asyncio.Task[None]] = set()  # retries waiting for their time
         self._pending: set[str] = set()  # accounts with a retry scheduled
-        self._drifted: set[str] = set()  # namespaces with a repair scheduled
         self.renders = 0  # accounts rendered since start (running.py compacts after bursts)
         self._queue: dict[str, None] = {}  # accounts to render, in order, each once
         self._wakeup = asyncio.Event()
@@ -135,7 +133,7 @@ class Reconciler:
     async def outputs_changed(self, kind: str, changes: Collection[generated.Change]) -> None:
         """Generated objects changed: repair them unless it is the echo of our own write.
 
-        Called from the watch loop, so a repair is scheduled, not awaited.
+        Called from the watch loop, so a repair is queued, not awaited.
         """
         for namespace, seen in changes:
             written = self._written.get((kind, namespace))
@@ -147,20 +145,18 @@ class Reconciler:
                 and seen.content_hash == written[0]
             ):
                 continue
-            if namespace not in self._drifted:
-                self._drifted.add(namespace)
-                self._spawn(self._repair(namespace))
+            self._request_claimants(namespace)
 
-    async def _repair(self, namespace: str) -> None:
-        self._drifted.discard(namespace)
-        await self.namespace(namespace)
+    def _request_claimants(self, namespace: str) -> bool:
+        """Queue every account claiming ``namespace``; whether there was one."""
+        names = sorted(set(self.views.tenants.get(namespace) or ()))
+        for name in names:
+            self.request(name)
+        return bool(names)
 
     async def namespace(self, namespace: str) -> None:
-        """Something in ``namespace`` changed (an override, a generated object)."""
-        names = sorted(set(self.views.tenants.get(namespace) or ()))
-        if names:
-            for name in names:
-                self.request(name)
+        """An override in ``namespace`` changed: its account, or the orphan's status."""
+        if self._request_claimants(namespace):
             return
         for observed in list(self.views.overrides.get(namespace) or ()):
             await self._set_status(
@@ -220,7 +216,8 @@ class Reconciler:
         """Render one account now (the workers' step; awaitable for tests and callers)."""
         for listed in self._listed:
             await listed.wait()
-        async with self._locks[name], self._gate:
+        # No slot to take: only the --concurrency workers call this (tests aside).
+        async with self._locks[name]:
             started = time.perf_counter()
             outcome = await self._account(name)
             self.renders += 1
