@@ -95,9 +95,13 @@ class Output:
 def output(body: Mapping[str, Any]) -> Output:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
+    digest = rendering.content_hash(dict(body.get("data") or {}))
+    if body.get("binaryData") or body.get("stringData"):
+        # Never what the operator writes: whatever the data says, rewrite it.
+        digest = "foreign-shape:" + digest
     return Output(
         namespace=str(meta.get("namespace", "")),
-        content_hash=rendering.content_hash(dict(body.get("data") or {})),
+        content_hash=digest,
         owners=frozenset(str(o.get("uid")) for o in meta.get("ownerReferences") or ()),
         managed=labels.get(rendering.LABEL_MANAGED_BY) == rendering.MANAGED_BY,
         plan=str(labels.get(LABEL_PLAN, "")),

@@ -9,15 +9,16 @@ watch and for kubeconfigs the raw session cannot serve.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
 import pathlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any, Protocol, TypeVar
 
 import httpx2
-from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient, KubeConfig, operators
 from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources import coordination_v1, core_v1
@@ -94,6 +95,10 @@ class Writer(Protocol):
     async def post_event(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str
     ) -> None: ...
+
+    async def delete(self, kind: str, namespace: str | None, name: str) -> None: ...
+
+    async def remove_labels(self, kind: str, name: str, labels: Collection[str]) -> None: ...
 
 
 class Client:
@@ -245,6 +250,46 @@ class Client:
             # Events are best effort: the condition carries the same message.
             log.warning("could not post event %s about %s: %s", reason, involved["name"], e)
 
+    async def delete(self, kind: str, namespace: str | None, name: str) -> None:
+        """Delete; a missing object is no error (someone was first)."""
+        where = _where(namespace, name)
+        if self._session is not None:
+            try:
+                await self._session.request(
+                    "DELETE", _path(kind, namespace, name), None, "application/json"
+                )
+            except sessions.HttpError as e:
+                if e.status != 404:
+                    raise WriteError(f"delete {kind} {where}: {e}", e.status) from e
+            return
+        try:
+            await self._api.delete(_BUILTIN[kind], name, namespace=namespace)
+        except ApiError as e:
+            if e.status.code != 404:
+                raise _error(e, f"delete {kind} {where}") from e
+        except httpx2.HTTPError as e:
+            raise WriteError(f"delete {kind} {where}: {type(e).__name__}") from e
+
+    async def remove_labels(self, kind: str, name: str, labels: Collection[str]) -> None:
+        """Remove ``labels`` from a cluster-scoped object (a merge patch); a missing one is fine."""
+        patch = {"metadata": {"labels": dict.fromkeys(labels)}}
+        if self._session is not None:
+            try:
+                await self._session.request(
+                    "PATCH", _path(kind, None, name), patch, "application/merge-patch+json"
+                )
+            except sessions.HttpError as e:
+                if e.status != 404:
+                    raise WriteError(f"unlabel {kind} {name}: {e}", e.status) from e
+            return
+        try:
+            await self._api.patch(_BUILTIN[kind], name, patch, patch_type=PatchType.MERGE)
+        except ApiError as e:
+            if e.status.code != 404:
+                raise _error(e, f"unlabel {kind} {name}") from e
+        except httpx2.HTTPError as e:
+            raise WriteError(f"unlabel {kind} {name}: {type(e).__name__}") from e
+
     async def list_named(
         self, kind: str, name: str, keep: Callable[[dict[str, Any]], T]
     ) -> tuple[list[T], str]:
@@ -254,27 +299,15 @@ class Client:
         list for. Read a page at a time and reduced as it comes: 10,000 full
         bodies at once (managedFields and all) would be the operator's peak memory.
         """
-        selector = f"metadata.name={name}"
-        if self._session is None:
-            listing = self._api.list(
-                _BUILTIN[kind], namespace="*", fields={"metadata.name": name}, chunk_size=LIST_PAGE
-            )
-            kept = [keep(_plain(o)) async for o in listing]
-            return kept, listing.resourceVersion
-        kept, params = [], {"fieldSelector": selector, "limit": str(LIST_PAGE)}
-        while True:
-            try:
-                page = await self._session.get(_path(kind, None), params)
-            except sessions.HttpError as e:
-                raise ReadError(f"list {kind} {name}: {e}", e.status) from e
-            kept.extend(map(keep, page.get("items") or ()))
-            meta = page.get("metadata") or {}
-            del page
-            if not meta.get("continue"):
-                return kept, str(meta.get("resourceVersion", ""))
-            params = {**params, "continue": meta["continue"]}
+        return await self._list(kind, _Selector(field=("metadata.name", name)), keep)
 
-    async def watch_named(
+    async def list_labelled(
+        self, kind: str, label: str, keep: Callable[[dict[str, Any]], T]
+    ) -> tuple[list[T], str]:
+        """What ``keep`` makes of every ``kind`` carrying the label ``label``; the list's version."""
+        return await self._list(kind, _Selector(label=label), keep)
+
+    def watch_named(
         self, kind: str, name: str, resource_version: str
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Changes to every ``kind`` named ``name`` after ``resource_version``, BOOKMARKs included.
@@ -282,17 +315,51 @@ class Client:
         Ends when the server ends the watch; raises when it breaks, or when the
         server says the version is too old (410: list again).
         """
+        return self._watch(kind, _Selector(field=("metadata.name", name)), resource_version)
+
+    def watch_labelled(
+        self, kind: str, label: str, resource_version: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Changes to every ``kind`` carrying ``label``; an object that loses it is DELETED."""
+        return self._watch(kind, _Selector(label=label), resource_version)
+
+    async def _list(
+        self, kind: str, selector: _Selector, keep: Callable[[dict[str, Any]], T]
+    ) -> tuple[list[T], str]:
+        namespace = "*" if _PATHS[kind][2] else None
+        if self._session is None:
+            listing = self._api.list(
+                _BUILTIN[kind], namespace=namespace, chunk_size=LIST_PAGE, **selector.lightkube
+            )
+            kept = [keep(_plain(o)) async for o in listing]
+            return kept, listing.resourceVersion
+        kept, params = [], {**selector.params, "limit": str(LIST_PAGE)}
+        while True:
+            try:
+                page = await self._session.get(_path(kind, None), params)
+            except sessions.HttpError as e:
+                raise ReadError(f"list {kind} {selector}: {e}", e.status) from e
+            kept.extend(map(keep, page.get("items") or ()))
+            meta = page.get("metadata") or {}
+            del page
+            if not meta.get("continue"):
+                return kept, str(meta.get("resourceVersion", ""))
+            params = {**params, "continue": meta["continue"]}
+
+    async def _watch(
+        self, kind: str, selector: _Selector, resource_version: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         if self._session is None:
             async for type_, obj in self._api.watch(
                 _BUILTIN[kind],
-                namespace="*",
-                fields={"metadata.name": name},
+                namespace="*" if _PATHS[kind][2] else None,
                 resource_version=resource_version,
+                **selector.lightkube,
             ):
                 yield type_, _plain(obj)
             return
         params = {
-            "fieldSelector": f"metadata.name={name}",
+            **selector.params,
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_SECONDS),
@@ -302,12 +369,12 @@ class Client:
                 type_, body = str(event.get("type")), event.get("object") or {}
                 if type_ == "ERROR":
                     raise ReadError(
-                        f"watch {kind} {name}: {body.get('code')} {body.get('reason')}",
+                        f"watch {kind} {selector}: {body.get('code')} {body.get('reason')}",
                         int(body.get("code") or 0),
                     )
                 yield type_, body
         except sessions.HttpError as e:
-            raise ReadError(f"watch {kind} {name}: {e}", e.status) from e
+            raise ReadError(f"watch {kind} {selector}: {e}", e.status) from e
 
     async def secrets(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
         """Every Secret in ``namespace`` as plain dicts, and the list's resourceVersion."""
@@ -357,6 +424,29 @@ class Client:
         except httpx2.HTTPError as e:
             raise WriteError(f"{verb} lease {where}: {type(e).__name__}") from e
         return _plain(done)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Selector:
+    """A field selector (name, value) or a label that must exist."""
+
+    field: tuple[str, str] | None = None
+    label: str | None = None
+
+    @property
+    def params(self) -> dict[str, str]:
+        if self.field:
+            return {"fieldSelector": "=".join(self.field)}
+        return {"labelSelector": self.label or ""}
+
+    @property
+    def lightkube(self) -> dict[str, Any]:
+        if self.field:
+            return {"fields": dict([self.field])}
+        return {"labels": {self.label: operators.exists()}}
+
+    def __str__(self) -> str:
+        return "=".join(self.field) if self.field else f"labelled {self.label}"
 
 
 def _plain(obj: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from controller.cluster import bodies
+from controller.core import rendering
 
 # What a change reports: (namespace, the object as now seen, None when deleted).
 Change = tuple[str, bodies.Output | None]
@@ -62,3 +63,55 @@ class Outputs(Mapping[str, bodies.Output]):
         self._by_namespace[seen.namespace] = seen
         # Only what decides a rewrite counts: an annotation added by hand does not.
         return [] if seen == before else [(seen.namespace, seen)]
+
+
+class Namespaces(Mapping[str, tuple[str, str]]):
+    """namespace -> (plan, account) labels, for every namespace carrying our plan label.
+
+    Followed with a label selector, so a namespace whose label someone removes
+    leaves the selection (a DELETED event) and its account is reconciled again.
+    """
+
+    kind = "Namespace"
+
+    def __init__(self) -> None:
+        self._labels: dict[str, tuple[str, str]] = {}
+        self._ready = asyncio.Event()
+
+    @property
+    def ready(self) -> asyncio.Event:
+        return self._ready
+
+    def __getitem__(self, namespace: str) -> tuple[str, str]:
+        return self._labels[namespace]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._labels)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def replace(self, listed: Iterable[tuple[str, tuple[str, str]]]) -> list[str]:
+        fresh = dict(listed)
+        before, self._labels = self._labels, fresh
+        if not self._ready.is_set():
+            return []
+        return sorted(ns for ns in fresh.keys() | before.keys() if fresh.get(ns) != before.get(ns))
+
+    def apply(self, event_type: str, body: Mapping[str, Any]) -> list[str]:
+        namespace, labels = namespace_labels(body)
+        before = self._labels.get(namespace)
+        if event_type == "DELETED":
+            self._labels.pop(namespace, None)
+        else:
+            self._labels[namespace] = labels
+        return [] if self._labels.get(namespace) == before else [namespace]
+
+
+def namespace_labels(body: Mapping[str, Any]) -> tuple[str, tuple[str, str]]:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return str(meta.get("name", "")), (
+        str(labels.get(bodies.LABEL_PLAN, "")),
+        str(labels.get(rendering.LABEL_ACCOUNT, "")),
+    )

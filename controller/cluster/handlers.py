@@ -72,10 +72,14 @@ async def global_event(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(G, V, ACCOUNTS)
-async def account_event(name: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.request(name)
+async def account_event(
+    name: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    await memo.reconciler.account_changed(name, body, deleted=type == "DELETED")
 
 
 @kopf.on.event(G, V, OVERRIDES)
-async def override_event(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    await memo.reconciler.namespace(str(namespace))
+async def override_event(
+    namespace: str | None, name: str, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    memo.reconciler.override_changed(str(namespace), name, deleted=type == "DELETED")

@@ -11,18 +11,18 @@ class Metrics:
         r = self.registry
         self.reconciles = prom.Counter(
             "settings_controller_reconciles_total",
-            "Account reconciles, by outcome (written, unchanged, blocked, failed).",
+            "Namespace syncs, by outcome (written, unchanged, blocked, removed).",
             ["outcome"],
             registry=r,
         )
         self.duration = prom.Histogram(
             "settings_controller_reconcile_duration_seconds",
-            "Time to reconcile one account, writes included.",
+            "Time to sync one account namespace, writes included.",
             registry=r,
         )
         self.errors = prom.Counter(
             "settings_controller_errors_total",
-            "Failures, by stage (write, status, keys).",
+            "Failures, by stage (write, status, keys, watch).",
             ["stage"],
             registry=r,
         )
@@ -40,6 +40,16 @@ class Metrics:
         )
         self.accounts = prom.Gauge(
             "settings_controller_accounts", "Accounts in the operator's index.", registry=r
+        )
+        self.queue_depth = prom.Gauge(
+            "settings_controller_workqueue_depth",
+            "Account namespaces waiting for a worker (each counted once).",
+            registry=r,
+        )
+        self.retries = prom.Counter(
+            "settings_controller_workqueue_retries_total",
+            "Namespaces queued again after a failure (per-namespace backoff, shared rate limit).",
+            registry=r,
         )
         self.leader = prom.Gauge(
             "settings_controller_leader",

@@ -1,37 +1,47 @@
-"""Reconciling accounts from the operator's in-memory indexes.
+"""Carrying out the core's decision for one account namespace at a time.
 
-Every handler ends here. ``account`` renders one account: merge (the core),
-compare the content hash with the ConfigMap/Secret last seen (``generated``), apply only
-what differs, then patch statuses that changed. ``everything`` is the fan-out
-of a global or key change: one pass over the account index with bounded
-concurrency, no annotation patched onto N objects.
+Handlers and watches only name the namespaces a change concerns (``request``);
+the work queue (``queueing``) hands each to ``sync``, which asks the core
+(``decisions.decide``) what the namespace's fate is and executes it: render
+and apply what differs from what was last seen (``generated``), keep the
+outputs of a namespace in conflict, or remove the outputs an account left
+behind when it was deleted or moved. Statuses and Events go through
+``reporting``. A global or key change is a fan-out: every known namespace
+queued once, the same workers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
-import hashlib
-import json
 import logging
 import time
-from collections.abc import Collection, Coroutine, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
-from controller.cluster import bodies, clients, conditions, generated, metrics, outputs, statuses
-from controller.core import catalog, declarations, findings, merging, rendering
+from controller.cluster import (
+    bodies,
+    clients,
+    generated,
+    metrics,
+    outputs,
+    queueing,
+    reporting,
+    statuses,
+)
+from controller.core import catalog, decisions, declarations, findings, merging, rendering
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Index = Mapping[Any, Collection[T]]
+Verdict = decisions.Verdict
 
 
 @dataclasses.dataclass(frozen=True)
 class Views:
     """Read-only views of the kopf indexes (``kopf.Index`` is a mapping of collections)
-    and of the generated objects (``generated.Outputs``)."""
+    and of the generated objects and labelled namespaces (``generated``)."""
 
     globals: Index[bodies.Observed]  # by name
     accounts: Index[bodies.Observed]  # by name
@@ -39,11 +49,46 @@ class Views:
     overrides: Index[bodies.Observed]  # by namespace
     configmaps: Mapping[str, bodies.Output]  # by namespace (generated.Outputs)
     secrets: Mapping[str, bodies.Output]  # by namespace (generated.Outputs)
+    namespaces: Mapping[str, tuple[str, str]] = dataclasses.field(
+        default_factory=dict
+    )  # namespace -> (plan, account) labels (generated.Namespaces)
 
 
 def _one(index: Index[T], key: Any) -> T | None:
     store = index.get(key)
     return next(iter(store), None) if store else None
+
+
+class World:
+    """The cluster's indexes as the core's ``decisions.World``."""
+
+    def __init__(self, views: Views) -> None:
+        self.views = views
+
+    def observed_accounts(self, namespace: str) -> list[bodies.Observed]:
+        """Every Account object naming ``namespace`` (valid or not), by name."""
+        names = sorted(set(self.views.tenants.get(namespace) or ()))
+        return [o for n in names if (o := _one(self.views.accounts, n)) is not None]
+
+    def claimants(self, namespace: str) -> Sequence[declarations.Account]:
+        return [
+            o.declaration
+            for o in self.observed_accounts(namespace)
+            if isinstance(o.declaration, declarations.Account)
+            and o.declaration.namespace == namespace
+        ]
+
+    def namesakes(self, name: str) -> int:
+        return 1  # the API server keeps names unique
+
+    def overrides_in(
+        self, namespace: str
+    ) -> Mapping[str, Sequence[declarations.IntegrationSettings]]:
+        return {
+            o.declaration.type: [o.declaration]
+            for o in self.views.overrides.get(namespace) or ()
+            if isinstance(o.declaration, declarations.IntegrationSettings)
+        }
 
 
 class Reconciler:
@@ -55,60 +100,93 @@ class Reconciler:
         views: Views,
         meter: metrics.Metrics,
         concurrency: int = 16,
-        retry_delay: float = 5.0,
         listed: Sequence[asyncio.Event] = (),
+        backoff: queueing.Backoff | None = None,
+        bucket: queueing.Bucket | None = None,
+        indexed: asyncio.Event | None = None,
     ) -> None:
         self.catalog = cat
         self.writer = writer
         self.keys = keys
         self.views = views
+        self.world = World(views)
         self.metrics = meter
-        self.retry_delay = retry_delay
-        self._concurrency = concurrency
+        self.reporter = reporting.Reporter(writer, meter)
+        self.queue = queueing.WorkQueue(
+            self.sync,
+            concurrency,
+            backoff,
+            bucket,
+            on_retry=lambda key, delay: meter.retries.inc(),
+        )
+        # Set once kopf calls a handler, which it does only when every indexed
+        # kind is listed: before that, a namespace would look unclaimed and its
+        # outputs be removed.
+        # (running.py passes one; tests that call ``sync`` directly need none.)
+        self.indexed = indexed or asyncio.Event()
         # Set once the generated objects are listed: a render before that would
         # see none and rewrite every one of them.
-        self._listed = tuple(listed)
-        self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
-        # namespace -> (account uid, plan) last applied; dropped on a failed write,
-        # so a namespace deleted meanwhile is created again.
-        self._namespaces: dict[str, tuple[str, str]] = {}
-        self._events: dict[str, tuple[str, str]] = {}  # uid -> (reason, message) last posted
+        self._listed = (*listed, indexed) if indexed is not None else tuple(listed)
+        # account name -> the namespace it claimed when last seen: a move or a
+        # deletion must also settle the namespace it leaves.
+        self._claims: dict[str, str] = {}
         # (kind, namespace) -> (content hash, owner uid) of the output last applied:
         # the watch event that echoes our own write needs no reconcile.
         self._written: dict[tuple[str, str], tuple[str, str]] = {}
-        # (kind, namespace, name) -> (resourceVersion the status was computed from,
-        # digest of the status patched): an index entry that has not seen our last
-        # patch yet is not a reason to patch the same status again.
-        self._patched: dict[tuple[str, str | None, str], tuple[str, str]] = {}
         self._last_global: declarations.GlobalSettings | None = None
-        self._tasks: set[asyncio.Task[None]] = set()  # retries waiting for their time
-        self._pending: set[str] = set()  # accounts with a retry scheduled
-        self.renders = 0  # accounts rendered since start (running.py compacts after bursts)
-        self._queue: dict[str, None] = {}  # accounts to render, in order, each once
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._busy = 0
-        self._workers: list[asyncio.Task[None]] = []
+        self.renders = 0  # namespaces synced since start (running.py compacts after bursts)
 
-    # --- entry points --------------------------------------------------------
+    # --- what handlers and watches call -----------------------------------------
+
+    def request(self, namespace: str) -> None:
+        """Sync ``namespace`` soon (once, if it is already waiting)."""
+        self.queue.add(namespace)
+        self.metrics.queue_depth.set(self.queue.depth)
+
+    async def account_changed(
+        self, name: str, body: Mapping[str, Any], deleted: bool = False
+    ) -> None:
+        """An Account event: settle the namespace it claims and the one it claimed before."""
+        self.indexed.set()
+        spec = body.get("spec") or {}
+        namespace = spec.get("namespace") if isinstance(spec, Mapping) else None
+        observed = None if deleted else _one(self.views.accounts, name)
+        if observed is not None and not isinstance(observed.declaration, declarations.Account):
+            await self.account_invalid(observed)
+        before = self._claims.pop(name, None) if deleted else self._claims.get(name)
+        if isinstance(namespace, str) and namespace:
+            if not deleted:
+                self._claims[name] = namespace
+            self.request(namespace)
+        if before is not None and before != namespace:
+            self.request(before)
+        if deleted:
+            self.reporter.forget(catalog.ACCOUNT, None, name)
+
+    async def account_invalid(self, observed: bodies.Observed) -> None:
+        """An Account the core cannot read (no namespace to queue): say why on it."""
+        reason, message = statuses.problems(observed)
+        await self.reporter.status(observed, statuses.blocked(observed, reason, message))
+
+    def override_changed(self, namespace: str, name: str, deleted: bool = False) -> None:
+        self.indexed.set()
+        if deleted:
+            self.reporter.forget(catalog.OVERRIDE, namespace, name)
+        self.request(namespace)
 
     async def global_changed(self) -> None:
-        """The global changed: its status, then every account if its declaration changed."""
+        """The global changed: its status, then every namespace if its declaration changed."""
+        self.indexed.set()
         await self.global_status()
-        observed = _one(self.views.globals, self._singleton)
-        current = observed.declaration if observed else None
+        current = self._global()
         if current != self._last_global or current is None:
-            self._last_global = (
-                current if isinstance(current, declarations.GlobalSettings) else None
-            )
+            self._last_global = current
             await self.everything("global settings changed")
 
     async def keys_changed(self, names: Collection[str]) -> None:
         """Platform key Secrets changed: only a referenced one matters."""
-        observed = _one(self.views.globals, self._singleton)
-        decl = observed.declaration if observed else None
-        if not isinstance(decl, declarations.GlobalSettings):
+        decl = self._global()
+        if decl is None:
             return
         referenced = {
             ref.secret_name for i in decl.integrations.values() for ref in i.credentials.values()
@@ -118,23 +196,24 @@ class Reconciler:
             await self.everything("platform key Secret changed")
 
     async def everything(self, why: str) -> None:
-        names = list(self.views.accounts)
-        self.metrics.fanout.observe(len(names))
-        self.metrics.accounts.set(len(names))
-        log.info("re-rendering %d accounts: %s", len(names), why)
-
-        for name in names:
-            self.request(name)
-        await self.drained()
-        for namespace in list(self.views.overrides):
-            if not self.views.tenants.get(namespace):
-                await self.namespace(namespace)
+        """Queue every namespace anything is known about, and wait until they are synced."""
+        namespaces = (
+            set(self.views.tenants)
+            | set(self.views.overrides)
+            | {ns for ns, seen in self.views.configmaps.items() if seen.managed}
+            | {ns for ns, seen in self.views.secrets.items() if seen.managed}
+            | set(self.views.namespaces)
+        )
+        namespaces.discard(None)  # type: ignore[arg-type,unused-ignore]  # an invalid Account's key
+        self.metrics.fanout.observe(len(namespaces))
+        self.metrics.accounts.set(len(self.views.accounts))
+        log.info("syncing %d namespaces: %s", len(namespaces), why)
+        for namespace in sorted(namespaces):
+            self.request(namespace)
+        await self.queue.settled()
 
     async def outputs_changed(self, kind: str, changes: Collection[generated.Change]) -> None:
-        """Generated objects changed: repair them unless it is the echo of our own write.
-
-        Called from the watch loop, so a repair is queued, not awaited.
-        """
+        """Generated objects changed: repair them unless it is the echo of our own write."""
         for namespace, seen in changes:
             written = self._written.get((kind, namespace))
             if (
@@ -145,84 +224,33 @@ class Reconciler:
                 and seen.content_hash == written[0]
             ):
                 continue
-            self._request_claimants(namespace)
+            self.request(namespace)
 
-    def _request_claimants(self, namespace: str) -> bool:
-        """Queue every account claiming ``namespace``; whether there was one."""
-        names = sorted(set(self.views.tenants.get(namespace) or ()))
-        for name in names:
-            self.request(name)
-        return bool(names)
+    async def namespaces_changed(self, changed: Collection[str]) -> None:
+        """Our labels on a namespace changed (removed by hand, say): settle it again."""
+        for namespace in changed:
+            self.request(namespace)
 
     async def namespace(self, namespace: str) -> None:
-        """An override in ``namespace`` changed: its account, or the orphan's status."""
-        if self._request_claimants(namespace):
-            return
-        for observed in list(self.views.overrides.get(namespace) or ()):
-            await self._set_status(
-                observed,
-                statuses.blocked(
-                    observed,
-                    findings.Reason.ORPHAN_OVERRIDE.value,
-                    f"no Account has spec.namespace {namespace!r}, so these overrides "
-                    "belong to no account",
-                ),
-            )
-
-    # --- the work queue ---------------------------------------------------------
-    # Handlers and fan-outs only name the accounts to render; --concurrency
-    # workers render them, each name queued once however often it is asked for.
-    # A kopf worker so returns at once instead of holding its object's event
-    # (and its coroutines) until a render slot frees: at a cold start of 10,000
-    # accounts that was every listed object for the whole start. A fan-out is
-    # a pass of the same workers, not 10,000 tasks queued on a semaphore.
-
-    def request(self, name: str) -> None:
-        """Render ``name`` soon (once, if it is already waiting)."""
-        if name in self._queue:
-            return
-        self._queue[name] = None
-        self._idle.clear()
-        self._wakeup.set()
-        if not self._workers:
-            self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
-
-    async def drained(self) -> None:
-        """Until nothing is queued or being rendered."""
-        await self._idle.wait()
-
-    async def _work(self) -> None:
-        while True:
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            name = next(iter(self._queue))
-            del self._queue[name]
-            self._busy += 1
-            try:
-                await self.account(name)
-            except Exception:  # a worker outlives any one account
-                self.metrics.errors.labels("reconcile").inc()
-                log.exception(
-                    "account %s: reconcile failed; retrying in %.0fs", name, self.retry_delay
-                )
-                self._retry(name)
-            finally:
-                self._busy -= 1
-                if not self._queue and not self._busy:
-                    self._idle.set()
+        """Sync ``namespace`` now (tests and callers that want to await it)."""
+        await self.sync(namespace)
 
     async def account(self, name: str) -> None:
-        """Render one account now (the workers' step; awaitable for tests and callers)."""
-        for listed in self._listed:
-            await listed.wait()
-        # No slot to take: only the --concurrency workers call this (tests aside).
-        async with self._locks[name]:
-            started = time.perf_counter()
-            outcome = await self._account(name)
-            self.renders += 1
-            self.metrics.duration.observe(time.perf_counter() - started)
-            self.metrics.reconciles.labels(outcome).inc()
+        """Sync the namespace account ``name`` claims, now."""
+        observed = _one(self.views.accounts, name)
+        if observed is None:
+            before = self._claims.pop(name, None)
+            if before is not None:
+                await self.sync(before)
+            return
+        if not isinstance(observed.declaration, declarations.Account):
+            await self.account_invalid(observed)
+            return
+        self._claims[name] = observed.declaration.namespace
+        await self.sync(observed.declaration.namespace)
+
+    async def drained(self) -> None:
+        await self.queue.settled()
 
     async def global_status(self) -> None:
         for name in list(self.views.globals):
@@ -230,76 +258,85 @@ class Reconciler:
             if observed is None:
                 continue
             if name != self._singleton:
-                await self._set_status(
+                await self.reporter.status(
                     observed,
                     statuses.blocked(
                         observed,
                         findings.Reason.SINGLETON.value,
-                        f"only the GlobalIntegrationSettings named {self._singleton!r} is used",
+                        decisions.not_the_singleton(self._singleton),
                     ),
                 )
                 continue
             missing, referenced = self._missing_keys(observed.declaration)
-            await self._set_status(observed, statuses.global_(observed, missing, referenced))
+            await self.reporter.status(observed, statuses.global_(observed, missing, referenced))
 
-    # --- one account -----------------------------------------------------------
+    # --- one namespace -----------------------------------------------------------
 
-    @property
-    def _singleton(self) -> str:
-        return self.catalog.kinds[catalog.GLOBAL].singleton_name or "default"
+    async def sync(self, namespace: str) -> None:
+        """The queue's step: decide ``namespace``'s fate and carry it out (raises to retry)."""
+        for listed in self._listed:
+            await listed.wait()
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            outcome = await self._sync(namespace)
+        finally:
+            self.metrics.reconciles.labels(outcome).inc()
+            self.renders += 1
+            self.metrics.queue_depth.set(self.queue.depth)
+            self.metrics.duration.observe(time.perf_counter() - started)
 
-    async def _account(self, name: str) -> str:
-        observed = _one(self.views.accounts, name)
-        if observed is None:
-            return "gone"  # deleted: the garbage collector removes its outputs
-        account = observed.declaration
-        if not isinstance(account, declarations.Account):
-            reason, message = statuses.problems(observed)
-            await self._set_status(observed, statuses.blocked(observed, reason, message))
-            return "blocked"
-        claimants = sorted(set(self.views.tenants.get(account.namespace) or ()))
-        if len(claimants) > 1:
-            await self._set_status(
-                observed,
-                statuses.blocked(
-                    observed,
-                    findings.Reason.NAMESPACE_CONFLICT.value,
-                    f"spec.namespace: namespace {account.namespace!r} is claimed by more than "
-                    f"one account ({', '.join(claimants)}); outputs are left as they are",
-                ),
-            )
-            return "blocked"
-        global_obs = _one(self.views.globals, self._singleton)
-        global_ = global_obs.declaration if global_obs else None
-        overrides = list(self.views.overrides.get(account.namespace) or ())
-        if not isinstance(global_, declarations.GlobalSettings):
-            why = "no valid GlobalIntegrationSettings named 'default'; outputs are left as they are"
-            await self._set_status(
-                observed, statuses.blocked(observed, findings.Reason.NO_GLOBAL.value, why)
-            )
-            for o in overrides:
-                await self._set_status(o, statuses.blocked(o, findings.Reason.NO_GLOBAL.value, why))
-            return "blocked"
-
-        by_type = {
-            o.declaration.type: o.declaration
-            for o in overrides
-            if isinstance(o.declaration, declarations.IntegrationSettings)
+    async def _sync(self, namespace: str) -> str:
+        decision = decisions.decide(self.world, namespace, self._global())
+        observed_accounts = self.world.observed_accounts(namespace)
+        for o in observed_accounts:
+            if not isinstance(o.declaration, declarations.Account):
+                await self.account_invalid(o)
+        by_name = {
+            o.name: o for o in observed_accounts if isinstance(o.declaration, declarations.Account)
         }
-        result = merging.merge_account(self.catalog, global_, account, by_type)
+        overrides = []
+        for o in self.views.overrides.get(namespace) or ():
+            if isinstance(o.declaration, declarations.IntegrationSettings):
+                overrides.append(o)
+            else:
+                reason, message = statuses.problems(o)
+                await self.reporter.status(o, statuses.blocked(o, reason, message))
+
+        if decision.verdict is not Verdict.RENDER:
+            if decision.verdict is Verdict.REMOVE:
+                await self._remove(namespace)
+            cause = decision.cause
+            if cause is not None:
+                for o in [*by_name.values(), *overrides]:
+                    await self.reporter.status(
+                        o, statuses.blocked(o, cause.reason.value, cause.message)
+                    )
+            return "removed" if decision.verdict is Verdict.REMOVE else "blocked"
+
+        account = decision.account
+        global_ = self._global()
+        assert account is not None and global_ is not None
+        observed = by_name[account.name]
+        self._claims[account.name] = namespace
+        result = merging.merge_account(self.catalog, global_, account, decision.overrides)
         try:
             wrote = await self._write(observed, account, global_, result)
         except clients.WriteError as e:
-            self._namespaces.pop(account.namespace, None)
             self.metrics.errors.labels("write").inc()
-            log.warning("account %s: %s; retrying in %.0fs", name, e, self.retry_delay)
-            await self._set_status(
+            log.warning("account %s: %s; retrying after a backoff", account.name, e)
+            await self.reporter.status(
                 observed, statuses.blocked(observed, statuses.OUTPUT_FAILED, str(e))
             )
-            self._retry(name)
-            return "failed"
+            raise
+        except _Foreign as e:
+            await self.reporter.status(
+                observed,
+                statuses.blocked(observed, findings.Reason.OUTPUT_CONFLICT.value, str(e)),
+            )
+            return "blocked"
 
-        await self._set_status(observed, statuses.account(observed, result, account.namespace))
+        await self.reporter.status(observed, statuses.account(observed, result, namespace))
         plan_notes = [
             f
             for f in result.findings
@@ -307,7 +344,7 @@ class Reconciler:
             and f.reason in (findings.Reason.PLAN_FORBIDS, findings.Reason.UNKNOWN_PLAN)
         ]
         for o in overrides:
-            await self._set_status(o, statuses.override(o, result, plan_notes))
+            await self.reporter.status(o, statuses.override(o, result, plan_notes))
         return "written" if wrote else "unchanged"
 
     async def _write(
@@ -318,29 +355,45 @@ class Reconciler:
         result: merging.AccountResult,
     ) -> bool:
         namespace = account.namespace
-        wrote = False
         seen_configmap = self.views.configmaps.get(namespace)
-        if self._namespaces.get(namespace) != (
-            observed.uid,
-            account.plan,
-        ) and not outputs.namespace_labelled(seen_configmap, observed.uid, account.plan):
+        seen_secret = self.views.secrets.get(namespace)
+        for kind, seen, name in (
+            ("ConfigMap", seen_configmap, rendering.CONFIGMAP_NAME),
+            ("Secret", seen_secret, rendering.CREDENTIALS_SECRET_NAME),
+        ):
+            if seen is not None and not seen.managed:
+                # Never adopt: the object holds someone else's data, and the
+                # Account's ownership would let the garbage collector delete it.
+                raise _Foreign(
+                    f"a {kind} named {name} that the operator did not create exists in "
+                    f"namespace {namespace}; it is left untouched, and no outputs are written "
+                    "there until it is removed or renamed"
+                )
+        wrote = False
+        labels = (account.plan, account.name)
+        if self.views.namespaces.get(namespace) != labels:
             await self.writer.apply(outputs.namespace(account))
             self.metrics.writes.labels("Namespace").inc()
-        self._namespaces[namespace] = (observed.uid, account.plan)
         data = result.data
         if not outputs.in_sync(seen_configmap, data, observed.uid, account.plan):
-            self._written.pop(("ConfigMap", namespace), None)
-            await self.writer.apply(outputs.configmap(observed, namespace, data, account.plan))
-            self._written[("ConfigMap", namespace)] = (rendering.content_hash(data), observed.uid)
-            self.metrics.writes.labels("ConfigMap").inc()
+            await self._apply(
+                "ConfigMap",
+                namespace,
+                outputs.configmap(observed, namespace, data, account.plan),
+                rendering.content_hash(data),
+                observed.uid,
+            )
             log.info("account %s: wrote %s/%s", account.name, namespace, rendering.CONFIGMAP_NAME)
             wrote = True
         keys = outputs.credential_data(global_, result, self.keys)
-        if not outputs.in_sync(self.views.secrets.get(namespace), keys, observed.uid):
-            self._written.pop(("Secret", namespace), None)
-            await self.writer.apply(outputs.credentials_secret(observed, namespace, keys))
-            self._written[("Secret", namespace)] = (rendering.content_hash(keys), observed.uid)
-            self.metrics.writes.labels("Secret").inc()
+        if not outputs.in_sync(seen_secret, keys, observed.uid):
+            await self._apply(
+                "Secret",
+                namespace,
+                outputs.credentials_secret(observed, namespace, keys),
+                rendering.content_hash(keys),
+                observed.uid,
+            )
             log.info(
                 "account %s: wrote %s/%s (%d keys)",
                 account.name,
@@ -351,22 +404,52 @@ class Reconciler:
             wrote = True
         return wrote
 
-    def _retry(self, name: str) -> None:
-        if name in self._pending:
-            return  # one retry per account at a time
+    async def _apply(
+        self, kind: str, namespace: str, manifest: Mapping[str, Any], digest: str, owner: str
+    ) -> None:
+        self._written.pop((kind, namespace), None)
+        try:
+            await self.writer.apply(manifest)
+        except clients.WriteError as e:
+            if e.status not in (409, 422):
+                raise
+            # Our object was edited into a shape an apply cannot repair (a key
+            # moved to binaryData, a field owned by someone else): write it anew.
+            log.warning(
+                "%s %s/%s: %s; replacing it", kind, namespace, manifest["metadata"]["name"], e
+            )
+            await self.writer.delete(kind, namespace, manifest["metadata"]["name"])
+            await self.writer.apply(manifest)
+        self._written[(kind, namespace)] = (digest, owner)
+        self.metrics.writes.labels(kind).inc()
 
-        async def later() -> None:
-            await asyncio.sleep(self.retry_delay)
-            self._pending.discard(name)
-            self.request(name)
+    async def _remove(self, namespace: str) -> None:
+        """No account claims ``namespace``: what an account generated there goes."""
+        for kind, seen, name in (
+            ("ConfigMap", self.views.configmaps.get(namespace), rendering.CONFIGMAP_NAME),
+            ("Secret", self.views.secrets.get(namespace), rendering.CREDENTIALS_SECRET_NAME),
+        ):
+            if seen is not None and seen.managed:
+                await self.writer.delete(kind, namespace, name)
+                self.metrics.writes.labels(kind).inc()
+                log.info("namespace %s: no account claims it; deleted %s", namespace, name)
+            self._written.pop((kind, namespace), None)
+        if namespace in self.views.namespaces:
+            await self.writer.remove_labels(
+                "Namespace", namespace, (bodies.LABEL_PLAN, rendering.LABEL_ACCOUNT)
+            )
+            self.metrics.writes.labels("Namespace").inc()
 
-        self._pending.add(name)
-        self._spawn(later())
+    # --- the global and its keys -------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    @property
+    def _singleton(self) -> str:
+        return self.catalog.kinds[catalog.GLOBAL].singleton_name or "default"
+
+    def _global(self) -> declarations.GlobalSettings | None:
+        observed = _one(self.views.globals, self._singleton)
+        decl = observed.declaration if observed else None
+        return decl if isinstance(decl, declarations.GlobalSettings) else None
 
     def _missing_keys(self, decl: declarations.Declaration | None) -> tuple[list[str], int]:
         if not isinstance(decl, declarations.GlobalSettings):
@@ -379,37 +462,9 @@ class Reconciler:
                     missing.append(f"{ref.secret_name}/{ref.key} ({type_name}.{slot})")
         return missing, referenced
 
-    # --- status and events -------------------------------------------------------
-
-    async def _set_status(self, observed: bodies.Observed, status: dict[str, Any]) -> None:
-        if not conditions.changed(observed.status, status):
-            return
-        key = (observed.kind, observed.namespace, observed.name)
-        digest = hashlib.blake2b(
-            json.dumps(status, sort_keys=True, default=str).encode(), digest_size=16
-        ).hexdigest()
-        if self._patched.get(key) == (observed.resource_version, digest):
-            return  # patched from this very version already: the index is behind
-        try:
-            await self.writer.patch_status(observed.kind, observed.name, observed.namespace, status)
-        except clients.WriteError as e:
-            self._patched.pop(key, None)
-            self.metrics.errors.labels("status").inc()
-            log.warning("status of %s %s: %s", observed.kind, observed.name, e)
-            return
-        self._patched[key] = (observed.resource_version, digest)
-        ready = conditions.find(status, conditions.READY)
-        if ready is None:
-            return
-        said = (str(ready["reason"]), str(ready["message"]))
-        if ready["status"] == "False" and self._events.get(observed.uid) != said:
-            self._events[observed.uid] = said
-            await self.writer.post_event(observed.involved, "Warning", *said)
-        elif ready["status"] == "True":
-            self._events.pop(observed.uid, None)
-
     async def close(self) -> None:
-        tasks = [*self._tasks, *self._workers]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.queue.close()
+
+
+class _Foreign(Exception):
+    """An object the operator would write exists and is not the operator's."""

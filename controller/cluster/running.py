@@ -108,6 +108,7 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
             await probe.cleanup()
     store = keys.KeyStore()
     configmaps, secrets = generated.Outputs("ConfigMap"), generated.Outputs("Secret")
+    namespaces = generated.Namespaces()
     views = reconciling.Views(
         globals=indexes["global_index"],
         accounts=indexes["account_index"],
@@ -115,6 +116,7 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
         overrides=indexes["override_index"],
         configmaps=configmaps,
         secrets=secrets,
+        namespaces=namespaces,
     )
     reconciler = reconciling.Reconciler(
         memo.catalog,
@@ -123,7 +125,8 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
         views,
         meter,
         concurrency=options.concurrency,
-        listed=(configmaps.ready, secrets.ready),
+        listed=(configmaps.ready, secrets.ready, namespaces.ready),
+        indexed=asyncio.Event(),
     )
     memo.key_store, memo.reconciler = store, reconciler
     memo.tasks = [
@@ -142,6 +145,18 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
             for outputs, name in (
                 (configmaps, rendering.CONFIGMAP_NAME),
                 (secrets, rendering.CREDENTIALS_SECRET_NAME),
+            )
+        ),
+        asyncio.create_task(
+            following.follow(
+                "Namespaces labelled with a plan",
+                lambda: client.list_labelled(
+                    "Namespace", bodies.LABEL_PLAN, generated.namespace_labels
+                ),
+                lambda version: client.watch_labelled("Namespace", bodies.LABEL_PLAN, version),
+                namespaces,
+                reconciler.namespaces_changed,
+                on_error=meter.errors.labels("watch").inc,
             )
         ),
         asyncio.create_task(_resync(reconciler, options.resync)),
@@ -207,6 +222,9 @@ async def _lead(elector: leases.Elector) -> None:
 async def _resync(reconciler: reconciling.Reconciler, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
+        # kopf calls no handler when there is no custom resource at all: the
+        # indexes are complete by now either way.
+        reconciler.indexed.set()
         try:
             await reconciler.everything("periodic resync")
         except Exception:

@@ -39,6 +39,7 @@ class Reason(enum.Enum):
     INACTIVE = "OverrideInactive"
     NOT_CONFIGURED = "IntegrationNotConfigured"
     OUTPUT_FAILED = "OutputFailed"
+    OUTPUT_CONFLICT = "OutputConflict"  # an object the operator would write is not its own
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""The set of declarations as a whole, and the checks that need more than one object.
+"""File mode's index of every declaration: the ``decisions.World`` it decides over.
 
-A singleton global, one Account per name and per namespace, one
-IntegrationSettings per namespace and type, and overrides only where an account
-lives. Conflicts block the namespaces involved: their adapters keep the last
-good output rather than guess which declaration wins.
+The rules that look across objects (a singleton global, one Account per name
+and per namespace, one IntegrationSettings per namespace and type, overrides
+only where an account lives) are ``decisions``'; this module keeps the indexes
+they read and the findings and blocked namespaces they answered, so that the
+adapters keep the last good output of a namespace in conflict.
 
 The set changes one group of declarations at a time (file mode: one file), and
 only the names and namespaces a change touches are checked again, so that
@@ -13,16 +14,13 @@ editing one file among 100,000 accounts costs a few dictionary updates.
 from __future__ import annotations
 
 import collections
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from controller.core import catalog, credentials, declarations, findings
+from controller.core import decisions, declarations, findings
 
 Reason = findings.Reason
 Finding = findings.Finding  # the class has a ``findings`` property: annotate with this
-printable = credentials.printable_name
-
-_DUPLICATE = "declared more than once; the account keeps its last good output until one is removed"
 T = TypeVar("T")
 _GLOBAL, _NO_GLOBAL = ("global", ""), ("no-global", "")
 
@@ -85,118 +83,61 @@ class Inventory:
         for name in names:
             # A duplicated name blocks every namespace its copies claim.
             namespaces.update(a.namespace for a in self._by_name[name])
-            self._check_name(name)
+            self._set(("name", name), list(decisions.duplicated_names(self._by_name[name])))
+            if not self._by_name[name]:
+                del self._by_name[name]
+        if global_changed:
+            chosen = decisions.choose_global(self._globals, accounts_declared=False)
+            self._set(_GLOBAL, list(chosen.findings))
+            self.global_ = chosen.chosen
         for namespace in namespaces:
             self._check_namespace(namespace)
-        if global_changed:
-            self._check_global()
         self._set(
             _NO_GLOBAL,
-            [
-                findings.error(
-                    Reason.NO_GLOBAL,
-                    "no GlobalIntegrationSettings named 'default' is declared, "
-                    "so no account can be rendered",
-                )
-            ]
+            list(decisions.choose_global((), accounts_declared=True).findings)
             if not self._globals and self._by_namespace
             else [],
         )
 
-    def _check_global(self) -> None:
-        many = len(self._globals) > 1
-        self._set(
-            _GLOBAL,
-            [
-                findings.error(
-                    Reason.SINGLETON,
-                    "GlobalIntegrationSettings is a singleton, but it is declared more than once",
-                    findings.ObjectRef(catalog.GLOBAL, g.name),
-                    ("metadata", "name"),
-                    g.source,
-                )
-                for g in self._globals
-            ]
-            if many
-            else [],
-        )
-        self.global_ = self._globals[0] if len(self._globals) == 1 else None
+    # --- decisions.World --------------------------------------------------------
 
-    def _check_name(self, name: str) -> None:
-        same = self._by_name[name]
-        self._set(
-            ("name", name),
-            [
-                findings.error(
-                    Reason.DUPLICATE_OBJECT, _DUPLICATE, a.ref, ("metadata", "name"), a.source
-                )
-                for a in same
-            ]
-            if len(same) > 1
-            else [],
-        )
-        if not same:
-            del self._by_name[name]
+    def claimants(self, namespace: str) -> Sequence[declarations.Account]:
+        return self._by_namespace.get(namespace, ())
+
+    def namesakes(self, name: str) -> int:
+        return len(self._by_name.get(name, ()))
+
+    def overrides_in(
+        self, namespace: str
+    ) -> Mapping[str, Sequence[declarations.IntegrationSettings]]:
+        return self._by_key.get(namespace, {})
+
+    def decide(self, namespace: str) -> decisions.Decision:
+        return decisions.decide(self, namespace, self.global_)
 
     def _check_namespace(self, ns: str) -> None:
-        same = self._by_namespace[ns]
-        conflict = len({a.name for a in same}) > 1
-        self._set(
-            ("namespace", ns),
-            [
-                findings.error(
-                    Reason.NAMESPACE_CONFLICT,
-                    f"spec.namespace: namespace {printable(ns)!r} is claimed by more than one account "
-                    f"({', '.join(sorted({printable(a.name) for a in same}))})",
-                    a.ref,
-                    ("spec", "namespace"),
-                    a.source,
-                )
-                for a in same
-            ]
-            if conflict
-            else [],
+        decision = self.decide(ns)
+        self._set(("namespace", ns), list(decision.findings))
+        blocked = (
+            decision.verdict is decisions.Verdict.KEEP
+            and decision.cause is not None
+            and (decision.cause.reason is not Reason.NO_GLOBAL)
         )
-        blocked = conflict or any(len(self._by_name[a.name]) > 1 for a in same)
-
-        by_type = self._by_key[ns]
-        found: list[Finding] = []
-        types: dict[str, declarations.IntegrationSettings] = {}
-        for type_name in sorted(by_type):
-            copies = by_type[type_name]
-            if not copies:
-                del by_type[type_name]
-            elif len(copies) > 1:
-                blocked = True
-                found.extend(
-                    findings.error(
-                        Reason.DUPLICATE_OBJECT, _DUPLICATE, o.ref, ("metadata", "name"), o.source
-                    )
-                    for o in copies
-                )
-            elif not same:
-                o = copies[0]
-                found.append(
-                    findings.error(
-                        Reason.ORPHAN_OVERRIDE,
-                        f"metadata.namespace: no Account has spec.namespace {printable(ns)!r}, "
-                        "so these overrides belong to no account",
-                        o.ref,
-                        ("metadata", "namespace"),
-                        o.source,
-                    )
-                )
-            else:
-                types[type_name] = copies[0]
-        self._set(("overrides", ns), found)
-
         _put(self._blocked, ns, blocked)
-        _assign(self.overrides, ns, types if types and same else None)
-        _assign(self.accounts, ns, same[0] if same and not blocked else None)
-        if not same:
+        _assign(
+            self.overrides,
+            ns,
+            dict(decision.overrides) if decision.claimants and decision.overrides else None,
+        )
+        _assign(self.accounts, ns, decision.account if decision.account and not blocked else None)
+        if ns in self._by_namespace and not self._by_namespace[ns]:
             del self._by_namespace[ns]
-        if not by_type:
-            del self._by_key[ns]
+        by_type = self._by_key.get(ns)
+        if by_type is not None:
+            for type_name in [t for t, copies in by_type.items() if not copies]:
+                del by_type[type_name]
+            if not by_type:
+                del self._by_key[ns]
 
     def _set(self, key: tuple[str, str], found: list[Finding]) -> None:
         _assign(self._findings, key, tuple(found) if found else None)

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 import yaml
 
-from controller.cluster import bodies, conditions, handlers, keys, metrics, reconciling
+from controller.cluster import bodies, conditions, generated, handlers, keys, metrics, reconciling
 from controller.core import catalog as catalog_
 from controller.core import rendering
 
@@ -23,6 +23,8 @@ class FakeWriter:
         self.applied: list[dict[str, Any]] = []
         self.statuses: list[tuple[str, str, dict[str, Any]]] = []
         self.events: list[tuple[str, str]] = []
+        self.deleted: list[tuple[str, str | None, str]] = []
+        self.unlabelled: list[str] = []
         self.delay = delay
         self.running = 0
         self.peak = 0
@@ -38,6 +40,20 @@ class FakeWriter:
             # What the watch would bring back into generated.Outputs.
             index = self.views.configmaps if manifest["kind"] == "ConfigMap" else self.views.secrets
             index[manifest["metadata"]["namespace"]] = bodies.output(manifest)  # type: ignore[index]
+        if self.views is not None and manifest["kind"] == "Namespace":
+            name, labels = generated.namespace_labels(manifest)
+            self.views.namespaces[name] = labels  # type: ignore[index]
+
+    async def delete(self, kind: str, namespace: str | None, name: str) -> None:
+        self.deleted.append((kind, namespace, name))
+        if self.views is not None and namespace is not None:
+            index = self.views.configmaps if kind == "ConfigMap" else self.views.secrets
+            index.pop(namespace, None)  # type: ignore[attr-defined]
+
+    async def remove_labels(self, kind: str, name: str, labels: Any) -> None:
+        self.unlabelled.append(name)
+        if self.views is not None:
+            self.views.namespaces.pop(name, None)  # type: ignore[attr-defined]
 
     async def patch_status(
         self, kind: str, name: str, namespace: str | None, status: Mapping[str, Any]

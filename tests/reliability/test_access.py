@@ -152,11 +152,11 @@ def test_operator_clusterrole_is_the_minimum(figures: Figures) -> None:
     expected = {
         *(("ClusterRole", g, r, v, "any") for r in ("globalintegrationsettings", "accounts", "integrationsettings") for v in ("get", "list", "watch")),
         *(("ClusterRole", g, f"{r}/status", v, "any") for r in ("globalintegrationsettings", "accounts", "integrationsettings") for v in ("get", "patch")),
-        *(("ClusterRole", "", "configmaps", v, "integration-settings") for v in ("get", "list", "watch", "patch")),
-        *(("ClusterRole", "", "secrets", v, "integration-credentials") for v in ("get", "list", "watch", "patch")),
+        *(("ClusterRole", "", "configmaps", v, "integration-settings") for v in ("get", "list", "watch", "patch", "delete")),
+        *(("ClusterRole", "", "secrets", v, "integration-credentials") for v in ("get", "list", "watch", "patch", "delete")),
         ("ClusterRole", "", "configmaps", "create", "any"),
         ("ClusterRole", "", "secrets", "create", "any"),
-        *(("ClusterRole", "", "namespaces", v, "any") for v in ("get", "create", "patch")),
+        *(("ClusterRole", "", "namespaces", v, "any") for v in ("get", "list", "watch", "create", "patch")),
         ("ClusterRole", "", "events", "create", "any"),
         *(("ClusterRole", "apiextensions.k8s.io", "customresourcedefinitions", v, "any") for v in ("get", "list", "watch")),
         *(("Role", "", "secrets", v, "any") for v in ("get", "list", "watch")),
@@ -167,13 +167,19 @@ def test_operator_clusterrole_is_the_minimum(figures: Figures) -> None:
         "broader than expected": sorted(granted - expected),
         "missing": sorted(expected - granted),
     }
-    # Never: delete anything, update (PUT) anything but the leader Lease by
-    # name in the operator's namespace, read Secrets cluster-wide.
+    # Never: delete anything but its own two outputs by name, update (PUT)
+    # anything but the leader Lease by name in the operator's namespace, read
+    # Secrets cluster-wide.
     assert not [
         p
         for p in granted
         if p[3] in ("delete", "deletecollection", "update", "escalate", "bind", "impersonate")
-        and p != ("Role", "coordination.k8s.io", "leases", "update", "settings-controller")
+        and p
+        not in (
+            ("Role", "coordination.k8s.io", "leases", "update", "settings-controller"),
+            ("ClusterRole", "", "configmaps", "delete", "integration-settings"),
+            ("ClusterRole", "", "secrets", "delete", "integration-credentials"),
+        )
     ]
     assert ("ClusterRole", "", "secrets", "get", "any") not in granted
     figures["permissions (kind, group, resource, verb, names)"] = len(granted)

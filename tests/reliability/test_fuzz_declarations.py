@@ -367,6 +367,12 @@ class RecordingWriter:
     ) -> None:
         self.sent.append((dict(involved), type_, reason, message))
 
+    async def delete(self, kind: str, namespace: str | None, name: str) -> None:
+        self.sent.append(("delete", kind, namespace, name))
+
+    async def remove_labels(self, kind: str, name: str, labels: Any) -> None:
+        self.sent.append(("unlabel", kind, name))
+
 
 class NoKeys:
     def value(self, secret_name: str, key: str) -> str | None:
