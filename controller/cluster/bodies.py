@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
-from controller.core import catalog, declarations, findings, rendering
+from controller.core import catalog, declarations, findings, rendering, validation
 
 # On an account's namespace (read by the admission policy) and on its ConfigMap,
 # so that a restarted operator knows the namespace is labelled without a write.
@@ -64,10 +64,14 @@ class Observed:
 
 def observe(cat: catalog.Catalog, body: Mapping[str, Any]) -> Observed:
     """Parse a custom resource's body with the core, as file mode parses a document."""
-    raw: dict[str, Any] = copy.deepcopy(dict(body))
+    raw: dict[str, Any] = dict(body)
+    # An object nested too deeply (stored by a cluster without the admission
+    # policy) is not copied (a deep copy recurses): the core refuses it by name.
+    if validation.too_deep(raw) is None:
+        raw = copy.deepcopy(raw)  # the declaration must not share the watch event's dicts
+    declaration, problems = declarations.parse(cat, raw)
     meta = raw.get("metadata") or {}
     name = str(meta.get("name", ""))
-    declaration, problems = declarations.parse(cat, raw)
     return Observed(
         kind=str(raw.get("kind", "")),
         name=name,
@@ -76,9 +80,15 @@ def observe(cat: catalog.Catalog, body: Mapping[str, Any]) -> Observed:
         generation=int(meta.get("generation") or 0),
         declaration=declaration,
         problems=tuple(problems),
-        status=copy.deepcopy(raw.get("status") or {}),
+        status=_status(raw.get("status")),
         resource_version=str(meta.get("resourceVersion", "")),
     )
+
+
+def _status(status: Any) -> Mapping[str, Any]:
+    if not isinstance(status, Mapping) or validation.too_deep(status) is not None:
+        return {}  # ours is a few levels deep: anything else is rewritten
+    return copy.deepcopy(dict(status))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

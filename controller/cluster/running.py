@@ -27,11 +27,10 @@ from controller.cluster import (
     following,
     generated,
     keys,
-    lean,
+    kopfpatches,
     leases,
     metrics,
     reconciling,
-    toggles,
 )
 from controller.core import catalog, rendering
 
@@ -290,8 +289,7 @@ def run(options: Options) -> None:
         os.environ["KUBECONFIG"] = str(options.kubeconfig)
     from controller.cluster import handlers  # noqa: F401  (registers the handlers)
 
-    toggles.install()  # kopf's index-readiness wait is O(N²) at start without it
-    lean.install()  # kopf would hold every listed body's managedFields until all are indexed
+    kopfpatches.install()  # each patch and its reason: see the module
 
     logging.getLogger().handlers.clear()
     kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.JSON)

@@ -102,6 +102,17 @@ def parse(
                 source,
             )
         ]
+    deep = validation.too_deep(body)
+    if deep is not None:
+        return None, [
+            findings.error(
+                findings.Reason.SCHEMA_VIOLATION,
+                f"{validation.dotted(deep)}: nested more than {validation.MAX_DEPTH} levels deep",
+                ref,
+                deep,
+                source,
+            )
+        ]
     problems = validation.problems(kind.validator, body, kind.fast_validator)
     errors = [
         findings.error(findings.Reason.SCHEMA_VIOLATION, _with_hint(cat, p), ref, p.path, source)

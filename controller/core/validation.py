@@ -38,6 +38,27 @@ def dotted(path: Path) -> str:
     return out
 
 
+# No declaration needs more than a few levels (spec.overrides.sizes.<name>);
+# the schema validator, the merge and a deep copy all recurse, and an object
+# nested a thousand levels deep (stored by a cluster without the admission
+# policy) must be refused here, not crash the reader.
+MAX_DEPTH = 32
+
+
+def too_deep(instance: Any, limit: int = MAX_DEPTH) -> Path | None:
+    """The path of the first container nested deeper than ``limit``, or None. Iterative."""
+    stack: list[tuple[Any, Path]] = [(instance, ())]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > limit:
+            return path[:limit]
+        if isinstance(node, dict):
+            stack.extend((v, (*path, str(k))) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(node))
+    return None
+
+
 def problems(
     validator: jsonschema.protocols.Validator, instance: Any, fast_validator: Any = None
 ) -> list[Problem]:

@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 from kopf._cogs.clients import watching as kopf_watching
 
-from controller.cluster import bodies, following, generated, lean, metrics, reconciling, running
+from controller.cluster import (
+    bodies,
+    following,
+    generated,
+    kopfpatches,
+    metrics,
+    reconciling,
+    running,
+)
 from controller.core import catalog as catalog_
 from controller.core import rendering
 from tests.operator.test_reconciling import KEYS, FakeWriter, reconciler, views_for
@@ -176,16 +184,16 @@ def test_lean_events_drop_only_managed_fields() -> None:
             "spec": {"plan": "pro"},
         },
     }
-    lean.strip(event)
+    kopfpatches.strip(event)
     assert event == {
         "type": "ADDED",
         "object": {"metadata": {"name": "a", "uid": "u"}, "spec": {"plan": "pro"}},
     }
-    lean.strip({"type": "ERROR", "object": {"code": 410}})  # no metadata: left alone
-    lean.install()
-    lean.install()  # idempotent: wrapped once
-    assert kopf_watching.infinite_watch is lean._lean_watch
-    assert lean._original is not lean._lean_watch
+    kopfpatches.strip({"type": "ERROR", "object": {"code": 410}})  # no metadata: left alone
+    kopfpatches.install_lean_watch()
+    kopfpatches.install_lean_watch()  # idempotent: wrapped once
+    assert kopf_watching.infinite_watch is kopfpatches._lean_watch
+    assert kopfpatches._original is not kopfpatches._lean_watch
 
 
 def test_memory_is_compacted_once_after_a_quiet_burst(monkeypatch: pytest.MonkeyPatch) -> None:
