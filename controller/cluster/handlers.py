@@ -19,21 +19,24 @@ from controller.cluster import bodies, running
 from controller.core import catalog
 
 G, V = catalog.GROUP, catalog.VERSION
+# The operator's own registry, handed to kopf by ``running.run``: importing
+# this module is not what makes the operator, and nothing else registers here.
+registry = kopf.OperatorRegistry()
 GLOBALS, ACCOUNTS, OVERRIDES = "globalintegrationsettings", "accounts", "integrationsettings"
 
 
-@kopf.on.startup()
+@kopf.on.startup(registry=registry)
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     running.configure(settings)
     await running.start(memo, kwargs)
 
 
-@kopf.on.cleanup()
+@kopf.on.cleanup(registry=registry)
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await running.stop(memo)
 
 
-@kopf.on.probe(id="platformKeysListed")
+@kopf.on.probe(id="platformKeysListed", registry=registry)
 def keys_listed(memo: kopf.Memo, **_: Any) -> bool:
     return running.keys_listed(memo)
 
@@ -43,22 +46,22 @@ def keys_listed(memo: kopf.Memo, **_: Any) -> bool:
 # pool, a hop per event that costs more than the function itself.
 
 
-@kopf.index(G, V, GLOBALS)
+@kopf.index(G, V, GLOBALS, registry=registry)
 async def global_index(body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> Any:
     return {name: bodies.observe(memo.catalog, body)}
 
 
-@kopf.index(G, V, ACCOUNTS)
+@kopf.index(G, V, ACCOUNTS, registry=registry)
 async def account_index(body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> Any:
     return {name: bodies.observe(memo.catalog, body)}
 
 
-@kopf.index(G, V, ACCOUNTS)
+@kopf.index(G, V, ACCOUNTS, registry=registry)
 async def tenant_index(spec: kopf.Spec, name: str, **_: Any) -> Any:
     return {spec.get("namespace"): name}
 
 
-@kopf.index(G, V, OVERRIDES)
+@kopf.index(G, V, OVERRIDES, registry=registry)
 async def override_index(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> Any:
     return {str(namespace): bodies.observe(memo.catalog, body)}
 
@@ -66,19 +69,19 @@ async def override_index(body: kopf.Body, namespace: str | None, memo: kopf.Memo
 # --- events: what to re-render ------------------------------------------------------
 
 
-@kopf.on.event(G, V, GLOBALS)
+@kopf.on.event(G, V, GLOBALS, registry=registry)
 async def global_event(memo: kopf.Memo, **_: Any) -> None:
     await memo.reconciler.global_changed()
 
 
-@kopf.on.event(G, V, ACCOUNTS)
+@kopf.on.event(G, V, ACCOUNTS, registry=registry)
 async def account_event(
     name: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     await memo.reconciler.account_changed(name, body, deleted=type == "DELETED")
 
 
-@kopf.on.event(G, V, OVERRIDES)
+@kopf.on.event(G, V, OVERRIDES, registry=registry)
 async def override_event(
     namespace: str | None, name: str, type: str | None, memo: kopf.Memo, **_: Any
 ) -> None:

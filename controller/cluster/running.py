@@ -282,13 +282,11 @@ def keys_listed(memo: kopf.Memo) -> bool:
     return "key_store" in memo and bool(memo.key_store.ready.is_set())
 
 
-def run(options: Options) -> None:
+def run(options: Options, registry: kopf.OperatorRegistry) -> None:
     """Run until SIGTERM/SIGINT; kopf then runs the cleanup handler and exits."""
     if options.kubeconfig is not None:
         # kopf logs in from $KUBECONFIG; the write client reads the same file.
         os.environ["KUBECONFIG"] = str(options.kubeconfig)
-    from controller.cluster import handlers  # noqa: F401  (registers the handlers)
-
     kopfpatches.install()  # each patch and its reason: see the module
 
     logging.getLogger().handlers.clear()
@@ -300,6 +298,7 @@ def run(options: Options) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
     memo = kopf.Memo(options=options, catalog=schemafiles.load_catalog(), metrics=metrics.Metrics())
     kopf.run(
+        registry=registry,
         clusterwide=True,
         standalone=True,
         liveness_endpoint=options.liveness,

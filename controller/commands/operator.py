@@ -7,7 +7,7 @@ import os
 import pathlib
 from typing import Any
 
-from controller.cluster import running
+from controller.cluster import handlers, running
 
 DEFAULT_NAMESPACE = "settings-controller-system"
 
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             resync=args.resync,
             keys_timeout=30.0,
             verbose=args.verbose,
-        )
+        ),
+        handlers.registry,
     )
     return 0

@@ -8,7 +8,6 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any
 
-import kopf
 import yaml
 
 from controller.cluster import bodies, conditions, generated, handlers, keys, metrics, reconciling
@@ -115,7 +114,7 @@ def reconciler(
 
 
 def test_only_index_and_event_handlers_are_registered() -> None:
-    registry = kopf.get_default_registry()
+    registry = handlers.registry
     assert handlers.startup in [h.fn for h in registry._activities.get_all_handlers()]
     assert registry._changing.get_all_handlers() == []  # no diff base, no progress annotations
     assert registry._spawning.get_all_handlers() == []  # no daemons/timers: no finalizers
