@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from controller.cluster import bodies, running
+from controller.cluster import bodies, logins, running
 from controller.core import catalog
 
 G, V = catalog.GROUP, catalog.VERSION
@@ -29,6 +29,14 @@ GLOBALS, ACCOUNTS, OVERRIDES = "globalintegrationsettings", "accounts", "integra
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     running.configure(settings)
     await running.start(memo, kwargs)
+
+
+@kopf.on.login(registry=registry)
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
+    credentials = logins.connection(memo.options.kubeconfig)
+    if credentials is None:  # an exec plugin or auth provider: what kopf itself can do
+        return kopf.login_with_kubeconfig(**_) or kopf.login_with_service_account(**_)
+    return credentials
 
 
 @kopf.on.cleanup(registry=registry)

@@ -30,7 +30,10 @@ tests/operator/test_kopfpatches.py fails when the pinned kopf changes shape.
    (``api.stream``) now falls back, on ``RecursionError`` only, to replacing
    every subtree deeper than ``FLATTEN_DEPTH`` with a marker string; the core
    then refuses that one object by name (``validation.too_deep``) and every
-   other account is served.
+   other account is served. The lean watch (2.) also cuts every body at
+   ``KOPF_DEPTH``: kopf deep-copies each body it processes, and a body 600
+   levels deep, which decodes, made kopf throttle that object's worker with
+   RecursionError forever instead of reporting it.
 """
 
 from __future__ import annotations
@@ -113,12 +116,14 @@ async def _lean_watch(**kwargs: Any) -> AsyncIterator[Any]:
 
 
 def strip(event: dict[str, Any]) -> None:
-    """Drop the object's managedFields from a raw watch event, in place."""
+    """Drop the object's managedFields from a raw watch event, in place; cut what is
+    nested deeper than ``KOPF_DEPTH`` (see patch 3)."""
     body = event.get("object")
     if isinstance(body, dict):
         meta = body.get("metadata")
         if isinstance(meta, dict):
             meta.pop("managedFields", None)
+        truncate(body, KOPF_DEPTH)
 
 
 def install_lean_watch() -> None:
@@ -137,7 +142,25 @@ def install_lean_watch() -> None:
 # --- 3. JSON too deep for the decoder ----------------------------------------------
 
 FLATTEN_DEPTH = 64  # deeper than any valid declaration (validation.MAX_DEPTH is 32)
+# kopf deep-copies every body it processes (its diff-base essence, even for
+# on.event handlers): a body 600 levels deep decodes, then throttles its
+# worker with RecursionError forever. The lean watch cuts bodies to this depth.
+KOPF_DEPTH = 48
 MARKER = "<nested too deeply>"
+
+
+def truncate(body: dict[str, Any], limit: int) -> None:
+    """Replace, in place, every container deeper than ``limit`` with ``MARKER``. Iterative."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in list(items):
+            if isinstance(value, dict | list):
+                if depth >= limit:
+                    node[key] = MARKER
+                else:
+                    stack.append((value, depth + 1))
 
 
 def loads(text: str | bytes) -> Any:

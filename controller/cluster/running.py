@@ -284,9 +284,6 @@ def keys_listed(memo: kopf.Memo) -> bool:
 
 def run(options: Options, registry: kopf.OperatorRegistry) -> None:
     """Run until SIGTERM/SIGINT; kopf then runs the cleanup handler and exits."""
-    if options.kubeconfig is not None:
-        # kopf logs in from $KUBECONFIG; the write client reads the same file.
-        os.environ["KUBECONFIG"] = str(options.kubeconfig)
     kopfpatches.install()  # each patch and its reason: see the module
 
     logging.getLogger().handlers.clear()

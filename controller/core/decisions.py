@@ -190,6 +190,10 @@ def decide(world: World, namespace: str, global_: declarations.GlobalSettings | 
         found[:0] = [
             findings.error(cause.reason, cause.message, a.ref, ("spec", "namespace"), a.source)
             for a in claimants
+        ] + [
+            # Its overrides are not applied either: each hears why.
+            findings.error(cause.reason, cause.message, o.ref, ("metadata", "namespace"), o.source)
+            for o in kept.values()
         ]
     elif len(claimants) > 1 or world.namesakes(names[0]) > 1:
         # One name declared twice (file mode): the copies are reported where they
