@@ -51,8 +51,11 @@ def configmap(
 def credential_data(
     global_: declarations.GlobalSettings, result: merging.AccountResult, keys: Keys
 ) -> dict[str, str]:
-    """``<type>.<slot>`` -> base64 key, for the enabled integrations; missing keys left out."""
-    data = {}
+    """``<type>.<slot>`` -> base64 key, for the enabled integrations; missing keys left out,
+    and none at all for a plan that does not project keys."""
+    data: dict[str, str] = {}
+    if not global_.projects_keys(result.account.plan):
+        return data
     for integration in result.integrations:
         if not integration.enabled:
             continue

@@ -34,6 +34,11 @@ class GlobalSettings:
     plans: Mapping[str, bool]  # plan -> allowOverrides
     integrations: Mapping[str, IntegrationDefaults]  # in catalog order
     source: Hashable = dataclasses.field(default=None, compare=False)
+    keyless_plans: frozenset[str] = frozenset()  # plans with projectKeys: false
+
+    def projects_keys(self, plan: str) -> bool:
+        """Whether this plan's accounts get the platform keys in their namespace."""
+        return plan not in self.keyless_plans
 
     def allows_overrides(self, plan: str) -> bool | None:
         """True/False for a known plan, None for an unknown one (which may not override)."""
@@ -191,4 +196,7 @@ def _build(
         for name, block in body["spec"]["integrations"].items()
     }
     plans = {name: plan["allowOverrides"] for name, plan in spec.get("plans", {}).items()}
-    return GlobalSettings(meta["name"], plans, integrations, source)
+    keyless = frozenset(
+        name for name, plan in spec.get("plans", {}).items() if not plan.get("projectKeys", True)
+    )
+    return GlobalSettings(meta["name"], plans, integrations, source, keyless)

@@ -206,3 +206,15 @@ def test_key_store_reports_only_real_changes() -> None:
     assert store.replace([secret, empty]) == {"s", "t"}
     assert store.value("t", "k") is None  # an empty key is a missing key
     assert store.replace([secret]) == {"t"}
+
+
+def test_a_plan_may_keep_the_keys_out_of_its_namespaces(catalog: catalog_.Catalog) -> None:
+    views = views_for(catalog, 1)
+    doc = yaml.safe_load((EXAMPLES / "global.yaml").read_text())
+    doc["spec"]["plans"]["pro"]["projectKeys"] = False
+    views.globals["default"] = [bodies.observe(catalog, _body(doc, "g"))]  # type: ignore[index]
+    writer = FakeWriter(views)
+    asyncio.run(reconciler(catalog, views, writer).account("acct-0"))
+    secret = next(m for m in writer.applied if m["kind"] == "Secret")
+    assert secret["data"] == {}
+    assert any(m["kind"] == "ConfigMap" for m in writer.applied)
