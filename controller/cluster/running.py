@@ -84,7 +84,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
     options: Options = memo.options
-    client = clients.Client.connect(options.kubeconfig)
+    client = clients.Client.connect(options.kubeconfig, memo.catalog)
     meter: metrics.Metrics = memo.metrics
     if options.metrics_port:
         meter.serve(options.metrics_port)
@@ -291,7 +291,7 @@ def run(options: Options, registry: kopf.OperatorRegistry) -> None:
     if not options.verbose:
         # One line per HTTP request and per handled watch event drowns what
         # matters at scale; failures are still logged as warnings.
-        for name in ("httpx2", "httpx", "kopf.objects"):
+        for name in ("kopf.objects",):
             logging.getLogger(name).setLevel(logging.WARNING)
     memo = kopf.Memo(options=options, catalog=schemafiles.load_catalog(), metrics=metrics.Metrics())
     kopf.run(

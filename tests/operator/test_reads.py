@@ -1,18 +1,20 @@
 """The operator's own list and watch of generated objects, on the real API server.
 
 As the operator's ServiceAccount (deploy/rbac grants list/watch on these names
-only), through both read paths: the raw aiohttp session and lightkube, which
-serves kubeconfigs the raw session cannot (exec plugins, auth providers).
+only), with its token given in the kubeconfig and handed out by an exec
+plugin: the one HTTP path serves both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import yaml
 
 from controller.cluster import bodies, clients
 from controller.core import rendering
@@ -30,17 +32,40 @@ def _configmap(namespace: str, value: str) -> str:
     )
 
 
-@pytest.mark.parametrize("path", ["raw", "lightkube"])
+def exec_kubeconfig(kube: Kube, tmp_path: pathlib.Path) -> pathlib.Path:
+    """The operator's kubeconfig, its token handed out by an exec plugin instead."""
+    config = yaml.safe_load(kube.operator_kubeconfig.read_text())
+    user = config["users"][0]["user"]
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": user.pop("token")},
+    }
+    plugin = tmp_path / "credential-plugin"
+    plugin.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(credential)}\nEOF\n")
+    plugin.chmod(0o700)
+    user["exec"] = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": str(plugin),
+        "interactiveMode": "Never",
+    }
+    path = tmp_path / "kubeconfig-exec"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("credentials", ["token", "exec-plugin"])
 def test_generated_objects_are_listed_and_watched_as_the_operator(
-    installed: Kube, namespace: str, path: str
+    installed: Kube, namespace: str, credentials: str, tmp_path: pathlib.Path
 ) -> None:
     kube = installed
     kube.kubectl("apply", "--server-side", "-f", "-", input=_configmap(namespace, "one"))
+    kubeconfig = (
+        kube.operator_kubeconfig if credentials == "token" else exec_kubeconfig(kube, tmp_path)
+    )
 
     async def main() -> None:
-        client = clients.Client.connect(kube.operator_kubeconfig)
-        if path == "lightkube":
-            client._session = None  # the path an exec-plugin kubeconfig takes
+        client = clients.Client.connect(kubeconfig)
         try:
             listed, version = await client.list_named(
                 "ConfigMap", rendering.CONFIGMAP_NAME, bodies.output
@@ -90,7 +115,7 @@ def test_an_error_event_ends_the_watch_with_its_code() -> None:
             yield {"type": "MODIFIED", "object": {"metadata": {"namespace": "a"}}}
             yield {"type": "ERROR", "object": {"code": 410, "reason": "Expired"}}
 
-    client = clients.Client(None, Session())  # type: ignore[arg-type]
+    client = clients.Client(Session())  # type: ignore[arg-type]
 
     async def main() -> None:
         events = []
