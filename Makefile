@@ -34,9 +34,9 @@ typecheck: $(VENV)/.installed-dev
 imports: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
-# Regenerates deploy/crd and the key-name policy from schemas/ (a test fails on drift).
+# Regenerates deploy/crd and the admission policies from schemas/ (a test fails on drift).
 manifests: $(VENV)/.installed
-	$(BIN)/settings-controller crds --output-dir deploy/crd --policy-file deploy/policy/no-keys-in-overrides.yaml
+	$(BIN)/settings-controller crds --output-dir deploy/crd --policy-file deploy/policy/generated.yaml
 
 # Benchmarks, 20-30 minutes: not part of `make test` (see tests/bench/README.md).
 bench: $(VENV)/.installed-dev

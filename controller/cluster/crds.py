@@ -8,25 +8,24 @@ drops what a structural schema cannot hold (``additionalProperties: false``:
 the API server prunes unknown fields instead, and ``kubectl`` refuses them under
 strict field validation). Rules the schema states elsewhere (the global's name,
 the override's name) become CEL ``x-kubernetes-validations``, so the API
-server refuses them at admission; key-like names in ``overrides`` are refused
-by the admission policy ``key_names_policy`` builds.
+server refuses them at admission; everything about ``overrides`` is checked by
+the admission policies ``controller.cluster.policies`` builds.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
 
-from controller.core import catalog, credentials, errors
+from controller.core import catalog, errors
 
 GENERATED_HEADER = (
     "# DO NOT EDIT: generated from schemas/ by `settings-controller crds --output-dir deploy/crd "
-    "--policy-file deploy/policy/no-keys-in-overrides.yaml`.\n"
+    "--policy-file deploy/policy/generated.yaml`.\n"
 )
 
 # Keywords a structural schema accepts as they are.
@@ -49,11 +48,6 @@ _KEPT = frozenset(
         "required",
         "nullable",
     }
-)
-
-KEY_HINT = (
-    "platform keys cannot be set in an account's overrides; they come from the "
-    "GlobalIntegrationSettings credentials (a Secret in the controller's namespace)"
 )
 
 
@@ -203,69 +197,6 @@ def _root_rules(cat: catalog.Catalog, kind: catalog.Kind) -> list[dict[str, str]
             }
         ]
     return []
-
-
-def key_names_policy(cat: catalog.Catalog) -> list[dict[str, Any]]:
-    """A ValidatingAdmissionPolicy (and binding) refusing key-like names in ``spec.overrides``.
-
-    Not a CRD rule: ``overrides`` preserves unknown fields, and CRD CEL cannot
-    see the keys of such a map (Kubernetes 1.37 refuses ``self.exists`` on it at
-    compile time, and ``dyn(self)`` fails at run time). An admission policy
-    sees the request as plain JSON, so it can.
-    """
-    # Only the overridable fields that would match (max_tokens), folded as the core folds.
-    exempt = sorted(
-        {
-            credentials.fold(f)
-            for f in cat.overridable_fields
-            if re.search(credentials.CREDENTIAL_NAME_PATTERN, f)
-        }
-    )
-    folded = "k.lowerAscii().replace('_', '').replace('-', '').replace('.', '')"
-    pattern = _cel_string(credentials.CREDENTIAL_NAME_PATTERN)
-    bad = f"k.matches({pattern}) && !({folded} in {_cel_list(exempt)})"
-    name = "settings-controller-no-keys-in-overrides"
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "settings-controller"}},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": [catalog.GROUP],
-                        "apiVersions": ["*"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": [cat.kinds[catalog.OVERRIDE].plural],
-                    }
-                ]
-            },
-            "variables": [
-                {
-                    "name": "overrides",
-                    "expression": "has(object.spec) && has(object.spec.overrides) "
-                    "? object.spec.overrides : {}",
-                },
-            ],
-            "validations": [
-                {
-                    "expression": f"!variables.overrides.exists(k, {bad})",
-                    "messageExpression": f"{_cel_string('spec.overrides: ')} + "
-                    f"variables.overrides.filter(k, {bad}).join({_cel_string(', ')}) + "
-                    f"{_cel_string(' looks like a platform key and is refused: ' + KEY_HINT)}",
-                    "reason": "Forbidden",
-                }
-            ],
-        },
-    }
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "settings-controller"}},
-        "spec": {"policyName": name, "validationActions": ["Deny"]},
-    }
-    return [policy, binding]
 
 
 def openapi_schema(cat: catalog.Catalog, kind: catalog.Kind) -> dict[str, Any]:

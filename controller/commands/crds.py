@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from controller.cluster import crds
+from controller.cluster import crds, policies
 from controller.commands import common
 from controller.core import catalog
 
@@ -27,8 +27,8 @@ def register(sub: Any) -> None:
         "--policy-file",
         type=pathlib.Path,
         metavar="FILE",
-        help="also write the admission policy refusing key-like override names "
-        "(deploy/policy/no-keys-in-overrides.yaml)",
+        help="also write the admission policies generated from schemas/ "
+        "(deploy/policy/generated.yaml)",
     )
     parser.add_argument(
         "--check",
@@ -52,7 +52,7 @@ def outputs(cat: catalog.Catalog, args: argparse.Namespace) -> dict[pathlib.Path
         for name in catalog.KINDS:
             files[args.output_dir / crds.file_name(cat, name)] = render([crds.crd(cat, name)])
     if args.policy_file is not None:
-        files[args.policy_file] = render(crds.key_names_policy(cat))
+        files[args.policy_file] = render(policies.all_policies(cat))
     return files
 
 

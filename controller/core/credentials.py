@@ -25,20 +25,45 @@ _CREDENTIAL_WORDS = (
     "bearer",
 )
 
-# The same rule as a regular expression over the raw name, for places that
-# cannot fold (CEL rules in the CRDs). Kept next to the words it mirrors.
-CREDENTIAL_NAME_PATTERN = r"(?i)(api[-_]?key|secret|password|passwd|token|credential|private[-_]?key|access[-_]?key|bearer)"
+# The same rule for places that cannot call ``fold`` (CEL in the admission
+# policies): applied to a name folded the same way (lowercased, separators
+# removed), it matches exactly when ``looks_like_credential`` does.
+FOLDED_CREDENTIAL_PATTERN = "(" + "|".join(_CREDENTIAL_WORDS) + ")"
+FOLD_SEPARATORS = ("-", "_", ".")
 
 # Values shaped like the keys providers hand out. A key pasted into an
 # overridable field (say, ``model``) must not reach a ConfigMap either.
-_KEY_PREFIX = re.compile(r"^(sk|rk|pk)[-_]")  # OpenAI-style and Stripe-style keys
-# Long unbroken base64-like runs with mixed case and digits. Hyphens are left
-# out so that long model names (text-embedding-3-large) are not caught.
-_KEY_BODY = re.compile(r"^[A-Za-z0-9+/_]{32,}={0,2}$")
+#
+# These patterns are the one source for both the core (``re.search``) and the
+# admission policies (CEL ``matches``, RE2: an unanchored search too), so they
+# use only syntax the two engines share: no lookaround, no backreferences.
+# A key may sit anywhere in the value (``org/sk-...``, a leading space), so
+# none is anchored at the start.
+KEY_PREFIX_PATTERNS = (
+    # OpenAI/Anthropic-style (sk-, sk-proj-, sk-ant-), restricted and Stripe-style
+    # keys, at the start or after a non-alphanumeric (not inside "task-1").
+    r"(^|[^A-Za-z0-9])(sk|rk|pk)[-_][A-Za-z0-9]",
+    r"AIza[0-9A-Za-z_-]{20,}",  # Google API keys, which hold hyphens
+    r"(^|[^A-Za-z0-9])(ghp|gho|ghs|ghu|github_pat|glpat|xox[abprs])[-_][A-Za-z0-9]",
+    r"AKIA[0-9A-Z]{16}",  # AWS access key ids
+    r"-----BEGIN [A-Z ]*PRIVATE KEY",
+)
+# Long unbroken base64-like runs, in a value that mixes case and digits. Hyphens
+# are left out of the run so that long model names (text-embedding-3-large,
+# Meta-Llama-3-70B-Instruct-Lite) are not caught; hyphenated keys are caught by
+# their prefix above.
+KEY_RUN_PATTERN = r"[A-Za-z0-9+/_]{32,}"
+KEY_MIXED_PATTERNS = (r"[A-Z]", r"[a-z]", r"[0-9]")
+
+_PREFIXES = tuple(re.compile(p) for p in KEY_PREFIX_PATTERNS)
+_RUN = re.compile(KEY_RUN_PATTERN)
+_MIXED = tuple(re.compile(p) for p in KEY_MIXED_PATTERNS)
 
 
 def fold(name: str) -> str:
-    return name.replace("-", "").replace("_", "").replace(".", "").lower()
+    for separator in FOLD_SEPARATORS:
+        name = name.replace(separator, "")
+    return name.lower()
 
 
 def looks_like_credential(name: str, exempt: Iterable[str] = ()) -> bool:
@@ -50,17 +75,12 @@ def looks_like_credential(name: str, exempt: Iterable[str] = ()) -> bool:
 
 
 def looks_like_key_value(value: Any) -> bool:
-    """True for strings shaped like provider API keys."""
+    """True for strings shaped like provider API keys, wherever in the string the key sits."""
     if not isinstance(value, str):
         return False
-    if _KEY_PREFIX.search(value):
+    if any(p.search(value) for p in _PREFIXES):
         return True
-    return (
-        bool(_KEY_BODY.match(value))
-        and any(c.isupper() for c in value)
-        and any(c.islower() for c in value)
-        and any(c.isdigit() for c in value)
-    )
+    return bool(_RUN.search(value)) and all(p.search(value) for p in _MIXED)
 
 
 def printable_name(name: str) -> str:

@@ -7,7 +7,7 @@ validate them against the catalog first, then call these parsers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from typing import Any
 
 from controller.core import catalog, credentials, findings, validation
@@ -88,8 +88,23 @@ def ref_of(body: Mapping[str, Any]) -> findings.ObjectRef:
     )
 
 
+# Namespaces no Account may claim: the operator would copy the platform keys
+# there and label them. The operator's own namespace is the deploy/ default;
+# an operator run elsewhere passes its list (``reserved_namespace``).
+RESERVED_NAMESPACES = (
+    "default",
+    "kube-node-lease",
+    "kube-public",
+    "kube-system",
+    "settings-controller-system",
+)
+
+
 def parse(
-    cat: catalog.Catalog, body: Mapping[str, Any], source: Hashable = None
+    cat: catalog.Catalog,
+    body: Mapping[str, Any],
+    source: Hashable = None,
+    reserved_namespaces: Collection[str] = RESERVED_NAMESPACES,
 ) -> tuple[Declaration | None, list[findings.Finding]]:
     """Validate ``body`` against its kind's schema and build the declaration.
 
@@ -125,6 +140,7 @@ def parse(
     ]
     if not errors:  # the semantic checks read the fields the schema guarantees
         errors.extend(_semantic(cat, body, ref, source))
+        errors.extend(reserved_namespace(body, reserved_namespaces, ref, source))
     if errors:
         return None, errors
     return _build(cat, kind.name, body, source), []
@@ -147,11 +163,13 @@ def _with_hint(cat: catalog.Catalog, problem: validation.Problem) -> str:
 def _semantic(
     cat: catalog.Catalog, body: Mapping[str, Any], ref: findings.ObjectRef, source: Hashable
 ) -> list[findings.Finding]:
-    """Checks that the schema cannot express: defaults within their own allowedValues."""
+    """Checks that the schema cannot express: defaults within their own allowedValues,
+    and no key-shaped value anywhere in the global (it would reach every account)."""
     if body.get("kind") != catalog.GLOBAL:
         return []
     out = []
     for name, block in body["spec"]["integrations"].items():
+        out.extend(keys_in_global_block(name, block, ref, source))
         for field, allowed in block.get("allowedValues", {}).items():
             default = block["defaults"].get(field)
             if default is not None and default not in allowed:
@@ -166,6 +184,77 @@ def _semantic(
                     )
                 )
     return out
+
+
+def keys_in_global_block(
+    name: str, block: Mapping[str, Any], ref: findings.ObjectRef, source: Hashable
+) -> list[findings.Finding]:
+    """A key pasted into defaults or allowedValues would be copied into every account's
+    ConfigMap; one pasted as a Secret reference would be echoed in the global's status."""
+    out = []
+    base = ("spec", "integrations", name)
+    for section in ("defaults", "allowedValues"):
+        for field, value in block.get(section, {}).items():
+            names = credentials.nested_names(value)
+            values = credentials.nested_values(value)
+            if any(map(credentials.looks_like_key_value, (*names, *values))):
+                path: validation.Path = (*base, section, field)
+                out.append(
+                    findings.error(
+                        findings.Reason.KEY_SHAPED_VALUE,
+                        f"{validation.dotted(path)}: {KEY_VALUE_HINT}",
+                        ref,
+                        path,
+                        source,
+                    )
+                )
+    for slot, secret_ref in block.get("credentials", {}).items():
+        for part in ("secretName", "key"):
+            if credentials.looks_like_key_value(secret_ref.get(part)):
+                path = (*base, "credentials", slot, part)
+                out.append(
+                    findings.error(
+                        findings.Reason.KEY_SHAPED_VALUE,
+                        f"{validation.dotted(path)}: looks like an API key, not the name of "
+                        "a Secret or of a key in it; put the key in the Secret and name it here",
+                        ref,
+                        path,
+                        source,
+                    )
+                )
+    return out
+
+
+KEY_VALUE_HINT = (
+    "the value looks like an API key and is refused; platform keys are referenced from "
+    "credentials (a Secret), never written in settings"
+)
+
+
+def reserved_namespace(
+    body: Mapping[str, Any],
+    reserved: Collection[str],
+    ref: findings.ObjectRef,
+    source: Hashable = None,
+) -> list[findings.Finding]:
+    """An Account may not claim a system namespace or the operator's own: its keys would be
+    copied there and the namespace relabelled."""
+    if body.get("kind") != catalog.ACCOUNT:
+        return []
+    namespace = body["spec"]["namespace"]
+    if namespace not in reserved:
+        return []
+    path = ("spec", "namespace")
+    return [
+        findings.error(
+            findings.Reason.RESERVED_NAMESPACE,
+            f"spec.namespace: {namespace} is reserved and cannot be an account's namespace "
+            f"(reserved: {', '.join(sorted(reserved))})",
+            ref,
+            path,
+            source,
+        )
+    ]
 
 
 def _build(

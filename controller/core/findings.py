@@ -34,6 +34,8 @@ class Reason(enum.Enum):
     FIELD_STRIPPED = "FieldStripped"
     VALUE_REJECTED = "ValueRejected"
     DEFAULT_NOT_ALLOWED = "DefaultNotInAllowedValues"
+    KEY_SHAPED_VALUE = "KeyShapedValue"
+    RESERVED_NAMESPACE = "ReservedNamespace"
     PLAN_FORBIDS = "PlanForbidsOverrides"
     UNKNOWN_PLAN = "UnknownPlan"
     INACTIVE = "OverrideInactive"

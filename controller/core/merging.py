@@ -184,7 +184,12 @@ def screen_overrides(
                 field,
                 "stripped: it contains a key-like field. " + _KEY_HINT,
             )
-        elif any(credentials.looks_like_key_value(v) for v in credentials.nested_values(value)):
+        elif any(
+            map(
+                credentials.looks_like_key_value,
+                (*credentials.nested_names(value), *credentials.nested_values(value)),
+            )
+        ):
             reject(
                 Reason.CREDENTIAL_STRIPPED,
                 field,

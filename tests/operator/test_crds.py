@@ -23,7 +23,7 @@ def test_committed_crds_match_schemas() -> None:
             "--output-dir",
             "deploy/crd",
             "--policy-file",
-            "deploy/policy/no-keys-in-overrides.yaml",
+            "deploy/policy/generated.yaml",
         ],
         cwd=REPO,
         capture_output=True,

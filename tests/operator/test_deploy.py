@@ -99,10 +99,13 @@ def test_kustomization_renders_into_one_namespace(kube: Kube) -> None:
 
 @pytest.mark.cluster
 def test_admission_policies_type_check_against_the_crds(installed: Kube) -> None:
-    for name in (
-        "settings-controller-no-keys-in-overrides",
-        "settings-controller-plan-may-override",
-    ):
+    generated = [
+        d["metadata"]["name"]
+        for d in yaml.safe_load_all((DEPLOY / "policy" / "generated.yaml").read_text())
+        if d and d["kind"] == "ValidatingAdmissionPolicy"
+    ]
+    assert len(generated) == 7
+    for name in (*generated, "settings-controller-plan-may-override"):
         policy = support.wait_json(
             installed,
             ("validatingadmissionpolicy", name),

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.cluster
 
 # A key a tenant pastes into an override: found nowhere afterwards.
 PASTED_KEY = "sk-PASTEDKEY-0xDEADBEEF-must-never-be-stored-4c1e"
-KEY_POLICY = support.REPO / "deploy" / "policy" / "no-keys-in-overrides.yaml"
-KEY_POLICY_BINDING = "settings-controller-no-keys-in-overrides"
+KEY_POLICY = support.REPO / "deploy" / "policy" / "generated.yaml"
+KEY_POLICY_BINDING = "settings-controller-overrides"
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.cluster import policies
 from tests.cluster.fixtures import Kube
 from tests.operator import conftest as operator_conftest
 from tests.operator import support
@@ -219,3 +220,40 @@ def test_credential_secrets_live_only_in_account_namespaces(
         assert (ns, "integration-credentials") in holders
     figures["Secrets holding a platform key"] = len(holders)
     figures["outside the operator's or an account's namespace"] = 0
+
+
+def test_every_write_rbac_cannot_name_is_bounded_by_a_policy(figures: Figures) -> None:
+    """RBAC grants ``create`` on Secrets and ConfigMaps without names, and ``patch`` on
+    Namespaces: each such grant must be matched by a generated policy bound to the
+    operator's identity (tests/operator/test_admission_operator.py tries them)."""
+    role = next(
+        d
+        for d in yaml.safe_load_all((support.REPO / "deploy" / "rbac" / "role.yaml").read_text())
+        if d and d["kind"] == "ClusterRole"
+    )
+    unnamed = {
+        resource
+        for rule in role["rules"]
+        if rule["apiGroups"] == [""] and not rule.get("resourceNames")
+        for resource in rule["resources"]
+        if {"create", "patch", "update"} & set(rule["verbs"]) and resource != "events"
+    }
+    generated = [
+        d
+        for d in yaml.safe_load_all(
+            (support.REPO / "deploy" / "policy" / "generated.yaml").read_text()
+        )
+        if d and d["kind"] == "ValidatingAdmissionPolicy"
+    ]
+    bounded = {
+        resource
+        for policy in generated
+        if policies.OPERATOR_USER in json.dumps(policy["spec"].get("matchConditions", []))
+        for rule in policy["spec"]["matchConstraints"]["resourceRules"]
+        if {"CREATE", "UPDATE"} <= set(rule["operations"])
+        for resource in rule["resources"]
+    }
+    assert unnamed == {"configmaps", "secrets", "namespaces"}
+    assert unnamed <= bounded, unnamed - bounded
+    figures["unnamed write grants"] = len(unnamed)
+    figures["bounded by an operator policy"] = len(unnamed & bounded)

@@ -39,8 +39,8 @@ from tests.reliability.private import PrivateCluster
 
 KEY = support.FAKE_KEY  # the platform openai key, and what tenants paste
 ROTATED = "sk-ROTATEDKEY-0xFEEDFACE-do-not-leak-11aa"
-KEY_POLICY = support.REPO / "deploy" / "policy" / "no-keys-in-overrides.yaml"
-KEY_POLICY_BINDING = "settings-controller-no-keys-in-overrides"
+KEY_POLICY = support.REPO / "deploy" / "policy" / "generated.yaml"
+KEY_POLICY_BINDING = "settings-controller-overrides"
 SPELLINGS = [
     "apiKey",
     "api_key",

@@ -1,0 +1,193 @@
+"""The operator's writes stop at what it writes: escalations tried as its own identity.
+
+Issue 10 item 2. RBAC gives the operator ``create`` on Secrets and ConfigMaps in
+every namespace (it cannot be limited by name) and ``patch`` on Namespaces.
+Before the operator-* policies (deploy/policy/generated.yaml), creating
+``integration-credentials`` in kube-system as a service-account-token Secret
+for ``generic-garbage-collector`` was admitted: the token controller filled in
+a token that lists every Secret (for ``clusterrole-aggregation-controller``:
+``escalate`` on ClusterRoles). Each attempt below is allowed by RBAC (the
+refusal names the policy, not RBAC) and refused by admission; what the
+operator does write still goes through (tests in this directory, and the
+controls here).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controller.cluster import policies
+from tests.cluster.fixtures import Kube
+from tests.operator import support
+from tests.operator.support import wait_json
+
+pytestmark = pytest.mark.cluster
+
+LABEL_PLAN = f"{support.GROUP}/plan"
+
+
+@pytest.fixture
+def account(installed: Kube, operator: support.Operator, tenant_ns: str) -> Iterator[Any]:
+    support.apply_text(installed, support.account_manifest(tenant_ns, tenant_ns))
+    wait_json(installed, ("secret", "integration-credentials", "-n", tenant_ns), lambda s: True)
+    uid = support.get_json(installed, "account", tenant_ns)["metadata"]["uid"]
+    yield tenant_ns, uid
+    installed.kubectl("delete", "account", tenant_ns, "--ignore-not-found", "--wait=false")
+
+
+def as_operator(kube: Kube, *args: str, input: str | None = None) -> Any:
+    return kube.kubectl(*args, kubeconfig=kube.operator_kubeconfig, input=input, check=False)
+
+
+def owner(name: str, uid: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": f"{support.GROUP}/v1alpha1",
+            "kind": "Account",
+            "name": name,
+            "uid": uid,
+            "controller": True,
+            "blockOwnerDeletion": False,
+        }
+    ]
+
+
+def secret(
+    namespace: str,
+    name: str = "integration-credentials",
+    type_: str = "Opaque",
+    annotations: dict[str, str] | None = None,
+    owners: list[dict[str, Any]] | None = None,
+) -> str:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if annotations:
+        meta["annotations"] = annotations
+    if owners:
+        meta["ownerReferences"] = owners
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": type_})
+
+
+def configmap(namespace: str, name: str, owners: list[dict[str, Any]] | None = None) -> str:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if owners:
+        meta["ownerReferences"] = owners
+    return json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {}})
+
+
+def token_trick(namespace: str, service_account: str) -> str:
+    return secret(
+        namespace,
+        type_="kubernetes.io/service-account-token",
+        annotations={"kubernetes.io/service-account.name": service_account},
+    )
+
+
+def test_the_operator_cannot_escalate(installed: Kube, account: tuple[str, str]) -> None:
+    ns, uid = account
+    mine = owner(ns, uid)
+    other_ns = f"{ns}-x"
+    installed.kubectl("create", "namespace", other_ns)
+    creates = {
+        "token Secret for generic-garbage-collector in kube-system": token_trick(
+            "kube-system", "generic-garbage-collector"
+        ),
+        "token Secret for clusterrole-aggregation-controller in kube-system": token_trick(
+            "kube-system", "clusterrole-aggregation-controller"
+        ),
+        "token Secret in an account's namespace": secret(
+            ns, type_="kubernetes.io/service-account-token", owners=mine,
+            annotations={"kubernetes.io/service-account.name": "default"},
+        ),
+        "Opaque integration-credentials in kube-system": secret("kube-system", owners=mine),
+        "Opaque integration-credentials without an owner": secret(other_ns),
+        "integration-credentials owned by another account": secret(
+            ns, owners=owner("someone-else", uid)
+        ),
+        "another Secret name in an account's namespace": secret(ns, "db-password", owners=mine),
+        "integration-credentials of another type": secret(
+            ns, type_="example.com/custom", owners=mine
+        ),
+        "another ConfigMap in an account's namespace": configmap(ns, "other", mine),
+        "integration-settings in kube-system": configmap(
+            "kube-system", "integration-settings", mine
+        ),
+        "integration-settings in default": configmap("default", "integration-settings", mine),
+        "a Namespace with other labels": json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": f"{ns}-y",
+                    "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
+                },
+            }
+        ),
+    }  # fmt: skip
+    patches = {
+        "relabel an account namespace's pod security": (
+            "label", "namespace", ns, "pod-security.kubernetes.io/enforce=privileged"),
+        "annotate an account namespace": (
+            "annotate", "namespace", ns, "scheduler.alpha.kubernetes.io/node-selector=x=y"),
+        "label kube-system with a plan": ("label", "namespace", "kube-system", f"{LABEL_PLAN}=pro"),
+        "label default with an account": (
+            "label", "namespace", "default", f"{support.GROUP}/account=x"),
+        "drop the owner of the account's ConfigMap": (
+            "patch", "configmap", "integration-settings", "-n", ns, "--type=json",
+            "-p", '[{"op":"remove","path":"/metadata/ownerReferences"}]'),
+    }  # fmt: skip
+    admitted = []
+    try:
+        for what, manifest in creates.items():
+            proc = as_operator(installed, "create", "-f", "-", input=manifest)
+            if proc.returncode == 0 or "ValidatingAdmissionPolicy" not in proc.stderr:
+                admitted.append(f"{what}: {proc.returncode} {proc.stderr.strip()[:300]}")
+        for what, args in patches.items():
+            proc = as_operator(installed, *args)
+            if proc.returncode == 0 or "ValidatingAdmissionPolicy" not in proc.stderr:
+                admitted.append(f"{what}: {proc.returncode} {proc.stderr.strip()[:300]}")
+        assert not admitted, "\n".join(admitted)
+        # The token controller never got a Secret to fill in.
+        for where in ("kube-system", ns, other_ns):
+            got = installed.kubectl(
+                "get", "secret", "integration-credentials", "-n", where, "-o", "json", check=False
+            )
+            if got.returncode == 0:
+                assert json.loads(got.stdout)["type"] == "Opaque", where
+        gone = installed.kubectl("get", "namespace", f"{ns}-y", check=False)
+        assert "NotFound" in gone.stderr
+        labels = support.get_json(installed, "namespace", ns)["metadata"]["labels"]
+        assert "pod-security.kubernetes.io/enforce" not in labels
+    finally:
+        installed.kubectl("delete", "namespace", other_ns, f"{ns}-y", "--ignore-not-found",
+                          "--wait=false")  # fmt: skip
+        installed.kubectl("delete", "secret", "integration-credentials", "-n", "kube-system",
+                          "--ignore-not-found")  # fmt: skip
+
+
+def test_what_the_operator_writes_goes_through(installed: Kube, account: tuple[str, str]) -> None:
+    """The controls: the very writes the policies allow, as the operator, succeed."""
+    ns, uid = account
+    label = as_operator(installed, "label", "namespace", ns, f"{LABEL_PLAN}=pro", "--overwrite")
+    assert label.returncode == 0, label.stderr
+    cm = support.get_json(installed, "configmap", "integration-settings", "-n", ns)
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == uid
+    patch = as_operator(
+        installed, "patch", "secret", "integration-credentials", "-n", ns, "--type=merge",
+        "-p", json.dumps({"metadata": {"labels": {"probe": "ok"}}}),
+    )  # fmt: skip
+    assert patch.returncode == 0, patch.stderr
+
+
+def test_the_policies_match_the_operator_only(installed: Kube, namespace: str) -> None:
+    """An admin (or any other identity) is not held to the operator's limits."""
+    proc = installed.kubectl(
+        "create", "-f", "-", input=configmap(namespace, "anything"), check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in (policies.OPERATOR_SECRETS, policies.OPERATOR_CONFIGMAPS):
+        policy = support.get_json(installed, "validatingadmissionpolicy", name)
+        assert policies.OPERATOR_USER in json.dumps(policy["spec"]["matchConditions"])
