@@ -22,7 +22,9 @@ G, V = catalog.GROUP, catalog.VERSION
 # The operator's own registry, handed to kopf by ``running.run``: importing
 # this module is not what makes the operator, and nothing else registers here.
 registry = kopf.OperatorRegistry()
-GLOBALS, ACCOUNTS, OVERRIDES = "globalintegrationsettings", "accounts", "integrationsettings"
+# Selected by kind (kopf matches any of a resource's names): the plurals live
+# in schemas/ alone, and the CRDs are generated from them.
+GLOBALS, ACCOUNTS, OVERRIDES = catalog.GLOBAL, catalog.ACCOUNT, catalog.OVERRIDE
 
 
 @kopf.on.startup(registry=registry)
