@@ -21,6 +21,9 @@ from controller.core import catalog, credentials, declarations, findings, render
 
 Reason = findings.Reason
 
+BADGE_GLOBAL = "Using platform defaults"
+BADGE_CUSTOM = "Custom settings"
+
 
 @dataclasses.dataclass(frozen=True)
 class EffectiveIntegration:
@@ -32,6 +35,16 @@ class EffectiveIntegration:
     @property
     def using_global(self) -> bool:
         return not self.overridden
+
+    @property
+    def badge(self) -> str:
+        """The seed's badge, as a table cell: "Using platform defaults" or "Custom settings"."""
+        return BADGE_GLOBAL if self.using_global else BADGE_CUSTOM
+
+    @property
+    def summary(self) -> str:
+        """One line for logs and statuses: ``platform defaults`` or ``custom <fields>``."""
+        return "platform defaults" if self.using_global else f"custom {', '.join(self.overridden)}"
 
     def document(self) -> dict[str, Any]:
         """The seed's response shape: what a workload reads from ``<type>.json``."""
@@ -62,6 +75,11 @@ class AccountResult:
     @property
     def using_global(self) -> dict[str, bool]:
         return {i.type: i.using_global for i in self.integrations}
+
+    @property
+    def summary(self) -> str:
+        """``image_generation: platform defaults; openai: custom model, temperature``."""
+        return "; ".join(f"{i.type}: {i.summary}" for i in self.integrations)
 
     @property
     def has_errors(self) -> bool:
