@@ -68,8 +68,19 @@ def _ready_of_deep(kube: Kube, namespace: str, timeout: float = 30.0) -> dict[st
         time.sleep(0.3)
 
 
-def _without_policies(kube: Kube) -> list[str]:
-    """Remove the admission policy bindings for this test (a cluster without them)."""
+def _refused(kube: Kube, namespace: str) -> bool:
+    """Whether the API server (its policy cache, not just etcd) refuses an unknown field now."""
+    probe = support.override_manifest(namespace, "openai", {"deep": 1})
+    proc = kube.kubectl("create", "--dry-run=server", "-f", "-", input=probe, check=False)
+    return "ValidatingAdmissionPolicy" in proc.stderr
+
+
+def _without_policies(kube: Kube, namespace: str) -> list[str]:
+    """Remove the admission policy bindings for this test (a cluster without them).
+
+    A deleted binding keeps refusing until the API server's policy cache drops it
+    (the generated overrides policy refuses this test's object), so wait for that.
+    """
     proc = kube.kubectl(
         "get", "validatingadmissionpolicybindings", "-l",
         "app.kubernetes.io/part-of=settings-controller", "-o", "name", check=False,
@@ -77,6 +88,7 @@ def _without_policies(kube: Kube) -> list[str]:
     names = proc.stdout.split()
     for name in names:
         kube.kubectl("delete", name)
+    support.until(lambda: not _refused(kube, namespace), "admission policies off", 60)
     return names
 
 
@@ -92,7 +104,7 @@ def test_a_deeply_nested_override_is_reported_and_everyone_else_served(
     """Was: at 1,200 levels kopf's list and watch raised RecursionError and the operator
     crash-looped; at 600 the indexer failed silently and the status said "applied"."""
     kube = installed
-    removed = _without_policies(kube)
+    removed = _without_policies(kube, tenant_ns)
     try:
         support.apply_text(kube, support.account_manifest(tenant_ns, tenant_ns))
         deep = '{"deep": ' + '{"a": ' * levels + "1" + "}" * levels + "}"
@@ -150,6 +162,7 @@ def test_a_deeply_nested_override_is_reported_and_everyone_else_served(
             kube.kubectl(
                 "apply", "-k", str(support.REPO / "deploy"), "--server-side", "--force-conflicts"
             )
+            support.until(lambda: _refused(kube, tenant_ns), "admission policies back on", 60)
 
 
 def _rss_kib(pid: int) -> int:
@@ -168,7 +181,7 @@ def test_churn_of_objects_leaves_no_memory_behind(
     from lightkube.generic_resource import create_namespaced_resource
 
     kube = installed
-    removed = _without_policies(kube)
+    removed = _without_policies(kube, tenant_ns)
     resource = create_namespaced_resource(
         GROUP, "v1alpha1", "IntegrationSettings", "integrationsettings"
     )
@@ -224,3 +237,4 @@ def test_churn_of_objects_leaves_no_memory_behind(
             kube.kubectl(
                 "apply", "-k", str(support.REPO / "deploy"), "--server-side", "--force-conflicts"
             )
+            support.until(lambda: _refused(kube, tenant_ns), "admission policies back on", 60)
