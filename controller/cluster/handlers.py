@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from controller.cluster import bodies, running
+from controller.cluster import bodies, connections, running
 from controller.core import catalog
 
 G, V = catalog.GROUP, catalog.VERSION
@@ -67,15 +67,18 @@ async def override_index(body: kopf.Body, namespace: str | None, memo: kopf.Memo
 
 
 @kopf.on.event(G, V, GLOBALS)
-async def global_event(memo: kopf.Memo, **_: Any) -> None:
+async def global_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    connections.global_seen(memo, body)  # first: a global change may start a long fan-out
     await memo.reconciler.global_changed()
 
 
 @kopf.on.event(G, V, ACCOUNTS)
 async def account_event(name: str, memo: kopf.Memo, **_: Any) -> None:
     memo.reconciler.request(name)
+    connections.account_seen(memo, name)
 
 
 @kopf.on.event(G, V, OVERRIDES)
 async def override_event(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     await memo.reconciler.namespace(str(namespace))
+    connections.namespace_seen(memo, str(namespace))

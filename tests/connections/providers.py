@@ -29,8 +29,9 @@ def quoted(key: str) -> str:
 
 
 class Providers:
-    def __init__(self, hang: float = 30.0) -> None:
+    def __init__(self, hang: float = 30.0, refuse: frozenset[str] = frozenset()) -> None:
         self.hang = hang
+        self.refuse = refuse  # keys answered with 401, whatever they say
         self.requests: list[tuple[str, str]] = []  # (provider, key)
         self.proxied: list[str] = []
         self._lock = threading.Lock()
@@ -76,7 +77,7 @@ class Providers:
                 if "hang" in key:
                     time.sleep(owner.hang)
                     return self._ok(provider)
-                if "bad" in key or not key:
+                if "bad" in key or not key or key in owner.refuse:
                     if provider == "openai":
                         message = (
                             f"Incorrect API key provided: {quoted(key)}. You can find your "
