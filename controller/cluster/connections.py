@@ -187,6 +187,8 @@ class Verifier:
             self._wake.clear()  # before looking: a wake-up from here on is not lost
             now = time.monotonic()
             due = [n for n, at in self._due.items() if at <= now and n in self._targets]
+            if any(self._outcomes[n].reason is Reason.CHECKING for n in due if n in self._outcomes):
+                await self._global_status()  # say "Checking" before the check, not after
             if due:
                 await self._check(due)
             if due or self._global_dirty:
@@ -203,8 +205,9 @@ class Verifier:
     async def _check(self, names: list[str]) -> None:
         targets = [self._targets[n] for n in names]
         started = {n: self._fingerprints.get(n) for n in names}
+        mark = time.monotonic() + self.interval
         for name in names:
-            self._due[name] = time.monotonic() + self.interval  # not picked up twice
+            self._due[name] = mark  # changed meanwhile (the annotation): due again at once
         outcomes = await checks.check_all(
             targets, self._key, self.timeout, CONCURRENCY, http=self._http
         )
@@ -212,16 +215,16 @@ class Verifier:
             name = outcome.target.name
             if self._fingerprints.get(name) != started[name]:
                 continue  # the key or endpoint changed meanwhile: that check is due already
-            await self._record(name, outcome)
+            await self._record(name, outcome, reschedule=self._due.get(name) == mark)
 
-    async def _record(self, name: str, outcome: Outcome) -> None:
+    async def _record(self, name: str, outcome: Outcome, reschedule: bool) -> None:
         target = outcome.target
         transient = outcome.reason in connections.TRANSIENT
         failures = self._failures.get(name, 0) + 1 if transient else 0
         self._failures[name] = failures
-        self._due[name] = time.monotonic() + connections.next_delay(
-            outcome, failures, self.interval
-        )
+        if reschedule:
+            delay = connections.next_delay(outcome, failures, self.interval)
+            self._due[name] = time.monotonic() + delay
         self.meter.checks.labels(target.integration, target.slot, outcome.reason.value).inc()
         if outcome.status is not None or outcome.reason is Reason.TIMEOUT:
             self.meter.latency.labels(target.provider).observe(outcome.latency)
