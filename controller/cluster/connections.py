@@ -102,7 +102,8 @@ class Verifier:
         self._settled: dict[str, Outcome] = {}  # latest answer (what accounts are shown)
         self._failures: dict[str, int] = {}  # transient failures in a row
         self._due: dict[str, float] = {}  # target -> monotonic time of its next check
-        self._annotation: str | None = None
+        self._annotation: str | None = None  # the test-connection annotation last seen
+        self._global_seen = False
         self._global_dirty = False  # the global changed: is its connection status still ours?
         self._accounts: set[str] = set()  # accounts whose connected status to recompute
         self._all_accounts = False
@@ -114,12 +115,12 @@ class Verifier:
     def global_seen(self, body: Mapping[str, Any]) -> None:
         annotations = (body.get("metadata") or {}).get("annotations") or {}
         value = annotations.get(ANNOTATION)
-        if value is not None and self._annotation is not None and value != self._annotation:
+        # The value seen at start is not a request: everything is checked at start anyway.
+        if self._global_seen and value is not None and value != self._annotation:
             log.info("test-connection requested (annotation %s)", ANNOTATION)
             for name in self._targets:
                 self._due[name] = 0.0
-        if value is not None:
-            self._annotation = value
+        self._annotation, self._global_seen = value, True
         # Another writer's status patch may have dropped ours (a stale view of the
         # conditions): compare again, write only if it differs.
         self._global_dirty = True

@@ -120,9 +120,9 @@ class Outcome:
 def targets(cat: catalog.Catalog, global_: declarations.GlobalSettings) -> list[Target]:
     """Every key slot of the enabled integrations that a provider can check, in catalog order."""
     found = []
-    for type_name, integration in global_.integrations.items():
-        itype = cat.integrations.get(type_name)
-        if itype is None or not integration.enabled:
+    for type_name, itype in cat.integrations.items():
+        integration = global_.integrations.get(type_name)
+        if integration is None or not integration.enabled:
             continue
         for slot_name, ref in integration.credentials.items():
             slot = itype.slots.get(slot_name)
@@ -208,6 +208,19 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     )
 
 
+# The condition's reason when several keys fail: the one a person must act on first.
+_SEVERITY = (
+    Reason.INVALID_KEY,
+    Reason.FORBIDDEN,
+    Reason.MISSING_KEY,
+    Reason.UNEXPECTED_RESPONSE,
+    Reason.UNREACHABLE,
+    Reason.PROVIDER_ERROR,
+    Reason.TIMEOUT,
+    Reason.RATE_LIMITED,
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     status: str  # True | False | Unknown
@@ -221,9 +234,10 @@ def verdict(checked: Sequence[Outcome]) -> Verdict:
         return Verdict("True", "NothingToCheck", "no enabled integration references a key")
     failed = [o for o in checked if not o.connected and o.reason is not Reason.CHECKING]
     if failed:
+        worst = min(failed, key=lambda o: _SEVERITY.index(o.reason))
         return Verdict(
             "False",
-            failed[0].reason.value,
+            worst.reason.value,
             "; ".join(f"{o.target.name}: {o.reason.value}: {o.message}" for o in failed),
         )
     pending = [o for o in checked if o.reason is Reason.CHECKING]

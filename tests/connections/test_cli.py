@@ -63,9 +63,9 @@ def test_all_verified_exits_0_with_a_table(
     ]
     rows = [line.split() for line in lines[1:4]]
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
-        ("openai", "apiKey", "true", "Verified"),
         ("image_generation", "dalle", "true", "Verified"),
         ("image_generation", "runware", "true", "Verified"),
+        ("openai", "apiKey", "true", "Verified"),
     ]
     assert lines[-1] == "3 keys checked, 0 not connected"
 
@@ -102,7 +102,7 @@ def test_keys_from_the_environment_and_yaml_output(
     )
     assert proc.returncode == 1, proc.stderr
     report = yaml.safe_load(proc.stdout)
-    assert [c["reason"] for c in report["connections"]] == ["Verified", "Verified", "ProviderError"]
+    assert [c["reason"] for c in report["connections"]] == ["Verified", "ProviderError", "Verified"]
 
 
 def test_a_secret_per_directory_layout(fake: providers.Providers, tmp_path: pathlib.Path) -> None:

@@ -109,6 +109,11 @@ def test_verdict_is_true_only_when_every_key_is_verified() -> None:
     v = connections.verdict(limited)
     assert (v.status, v.reason) == ("False", "RateLimited")
     assert "image_generation.dalle" in v.message
+    both = [
+        _outcome("openai.apiKey", Reason.TIMEOUT),
+        _outcome("image_generation.dalle", Reason.INVALID_KEY),
+    ]
+    assert connections.verdict(both).reason == "InvalidKey"  # the one to act on first
     pending = [*good[:1], _outcome("image_generation.dalle", Reason.CHECKING)]
     assert connections.verdict(pending).status == "Unknown"
 

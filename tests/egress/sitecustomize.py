@@ -2,7 +2,7 @@
 
 No test may send traffic off this machine. When ``SETTINGS_CONTROLLER_EGRESS_LOG``
 names a file, an audit hook refuses every ``socket.connect`` to an address that
-is not loopback (and every name lookup of a host that is not ``localhost`` or a
+is not loopback or unspecified (and every name lookup of a host that is not ``localhost`` or a
 loopback literal) with ``ConnectionRefusedError``, and appends the attempt to
 that file. ``tests.operator.support.Operator.stop`` fails the test when it is
 not empty. Unix sockets and loopback are allowed: the local control plane and
@@ -29,9 +29,11 @@ def _loopback(host: Any) -> bool:
     if host.lower() in _LOCAL_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    # The unspecified address is this machine too (a server binding 0.0.0.0, or a connect to it).
+    return address.is_loopback or address.is_unspecified
 
 
 def _refuse(what: str) -> None:
