@@ -82,7 +82,7 @@ class Outcome:
     checked_at: str  # RFC 3339
     status: int | None = None  # the HTTP status, when there was one
     retry_after: float | None = None  # seconds the provider asked us to wait
-    detail: str = ""  # our own words: an exception class, never provider text
+    detail: str = ""  # an exception class, or a provider's error code through provider_code
 
     @property
     def connected(self) -> bool:
@@ -219,6 +219,21 @@ _SEVERITY = (
     Reason.TIMEOUT,
     Reason.RATE_LIMITED,
 )
+
+
+_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+def provider_code(value: Any, secrets: Iterable[str] = ()) -> str:
+    """A provider's machine-readable error code (``invalid_api_key``, ``invalidApiKey``), fit to
+    show: a short identifier, with nothing of a key in it; else empty. The only provider text
+    ever shown."""
+    if not isinstance(value, str) or not _CODE.fullmatch(value):
+        return ""
+    secrets = [s for s in secrets if s]
+    if any(value in s or s in value for s in secrets) or scrub(value, secrets) != value:
+        return ""
+    return value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,8 @@ the check is one GET, and that client brings pydantic and httpx, and retries
 on its own (twice by default), which would hide the 429s and timeouts this
 check exists to report. ``trust_env=True`` makes every call honour
 ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY``. Provider bodies are read only
-to tell success from failure and are never copied anywhere.
+to tell success from failure; of their text only the error code is kept
+(``connections.provider_code``: a short identifier with nothing of the key).
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ def _runware(target: Target, key: str) -> tuple[str, str, dict[str, str], Any]:
     )
 
 
+def _openai_code(body: Any) -> Any:
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _runware_code(body: Any) -> Any:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors else None
+    return first.get("code") if isinstance(first, dict) else None
+
+
 def _openai_ok(body: Any) -> Reason:
     return (
         Reason.VERIFIED if isinstance(body, dict) and "data" in body else Reason.UNEXPECTED_RESPONSE
@@ -76,10 +88,10 @@ def _runware_ok(body: Any) -> Reason:
     return Reason.UNEXPECTED_RESPONSE
 
 
-# provider -> (the request, what a 2xx body says)
-_CALLS: Mapping[str, tuple[Callable[..., Any], Callable[[Any], Reason]]] = {
-    "openai": (_openai, _openai_ok),
-    "runware": (_runware, _runware_ok),
+# provider -> (the request, what a 2xx body says, where an error body keeps its code)
+_CALLS: Mapping[str, tuple[Callable[..., Any], Callable[[Any], Reason], Callable[[Any], Any]]] = {
+    "openai": (_openai, _openai_ok, _openai_code),
+    "runware": (_runware, _runware_ok, _runware_code),
 }
 
 
@@ -94,7 +106,7 @@ async def check(
     now = _now()
     if not key:
         return Outcome(target, Reason.MISSING_KEY, 0.0, now)
-    build, interpret = _CALLS[target.provider]
+    build, interpret, code_of = _CALLS[target.provider]
     method, url, headers, payload = build(target, key)
     started = time.perf_counter()
     status: int | None = None
@@ -119,10 +131,15 @@ async def check(
             detail=type(e).__name__,
         )
     latency = time.perf_counter() - started
+    body = _json(raw)
     reason = connections.reason_for_status(status)
     if reason is Reason.VERIFIED:
-        reason = interpret(_json(raw))
-    return Outcome(target, reason, latency, now, status=status, retry_after=retry_after)
+        reason = interpret(body)
+    code = connections.provider_code(code_of(body), [key])
+    detail = f"provider code {code}" if code and reason is not Reason.VERIFIED else ""
+    return Outcome(
+        target, reason, latency, now, status=status, retry_after=retry_after, detail=detail
+    )
 
 
 async def check_all(

@@ -43,6 +43,9 @@ def test_each_answer_maps_to_its_reason_and_no_key_fragment_is_kept(
     outcome = _check(_target(provider, getattr(fake, provider)), key)
     assert (outcome.reason, outcome.status) == (reason, status)
     assert (provider, key) in fake.requests
+    if reason is Reason.INVALID_KEY:  # the provider's code is kept, its message is not
+        code = "invalid_api_key" if provider == "openai" else "invalidApiKey"
+        assert outcome.message.endswith(f"(provider code {code})")
     if reason is Reason.RATE_LIMITED:
         assert outcome.retry_after == float(providers.RETRY_AFTER)
     shown = json.dumps(outcome.entry()) + outcome.message

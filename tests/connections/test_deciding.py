@@ -151,3 +151,12 @@ def test_an_account_overriding_the_service_depends_on_that_services_key(
         "openai": True,
         "image_generation": True,
     }
+
+
+def test_only_a_short_provider_code_with_nothing_of_the_key_is_kept() -> None:
+    key = "sk-proj-AbCdEf0123456789XyZw"
+    assert connections.provider_code("invalid_api_key", [key]) == "invalid_api_key"
+    assert connections.provider_code("Incorrect API key provided: sk-pro***XyZw", [key]) == ""
+    assert connections.provider_code("AbCdEf0123", [key]) == ""  # a fragment of the key
+    assert connections.provider_code(key, [key]) == ""
+    assert connections.provider_code({"code": 1}, [key]) == ""
