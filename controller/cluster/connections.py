@@ -183,25 +183,33 @@ class Verifier:
     # --- the loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Check what is due and write what changed, until cancelled; survives any one failure."""
         self.refresh()
         while True:
-            self._wake.clear()  # before looking: a wake-up from here on is not lost
-            now = time.monotonic()
-            due = [n for n, at in self._due.items() if at <= now and n in self._targets]
-            if any(self._outcomes[n].reason is Reason.CHECKING for n in due if n in self._outcomes):
-                await self._global_status()  # say "Checking" before the check, not after
-            if due:
-                await self._check(due)
-            if due or self._global_dirty:
-                self._global_dirty = False
-                await self._global_status()
-            if self._all_accounts or self._accounts:
-                await self._account_statuses()
-            if due:
-                continue
-            wait = min((at - now for at in self._due.values()), default=self.interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
+            try:
+                await self._step()
+            except Exception:
+                log.exception("connection checks: a step failed; retrying in 5s")
+                await asyncio.sleep(5.0)
+
+    async def _step(self) -> None:
+        self._wake.clear()  # before looking: a wake-up from here on is not lost
+        now = time.monotonic()
+        due = [n for n, at in self._due.items() if at <= now and n in self._targets]
+        if any(self._outcomes[n].reason is Reason.CHECKING for n in due if n in self._outcomes):
+            await self._global_status()  # say "Checking" before the check, not after
+        if due:
+            await self._check(due)
+        if due or self._global_dirty:
+            self._global_dirty = False
+            await self._global_status()
+        if self._all_accounts or self._accounts:
+            await self._account_statuses()
+        if due:
+            return
+        wait = min((at - now for at in self._due.values()), default=self.interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
 
     async def _check(self, names: list[str]) -> None:
         targets = [self._targets[n] for n in names]

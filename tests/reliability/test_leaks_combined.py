@@ -158,6 +158,7 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
     support.apply_text(kube, json.dumps(
         connections_conftest.global_body(connections_conftest.local_endpoints(fake))))  # fmt: skip
     op = operator_factory("leak-1", CHECKS)
+    started = [op]
     support.apply_text(kube, support.account_manifest(ns, ns, "pro"))
     support.wait_json(kube, ("configmap", "integration-settings", "-n", ns), lambda _: True, 120)
     kube.kubectl("delete", "validatingadmissionpolicybinding", KEY_POLICY_BINDING)
@@ -203,6 +204,7 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
         op.proc.wait()  # type: ignore[union-attr]
         operator_conftest.apply_keys(kube, {**operator_conftest.KEYS, "openai": ROTATED})
         op2 = operator_factory("leak-2", CHECKS)
+        started.append(op2)
         support.until(lambda: ("openai", ROTATED) in fake.requests, "the rotated key checked")
         _refused(kube)
         support.wait_json(
@@ -216,6 +218,9 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
     finally:
         kube.kubectl("apply", "--server-side", "-f", str(KEY_POLICY))
         operator_conftest.apply_keys(kube, operator_conftest.KEYS)
+        for running in started:  # before the global names the public endpoints again
+            if running.proc is not None and running.proc.poll() is None:
+                running.stop()
         kube.kubectl("apply", "-f", str(support.REPO / "examples" / "global.yaml"))
         fake.__exit__(None, None, None)
         kube.kubectl("delete", "globalintegrationsettings", "other", "--ignore-not-found")
