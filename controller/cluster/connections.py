@@ -28,7 +28,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -124,9 +124,6 @@ class Verifier:
         # Another writer's status patch may have dropped ours (a stale view of the
         # conditions): compare again, write only if it differs.
         self._global_dirty = True
-        self.refresh()
-
-    async def keys_changed(self, _: Collection[str]) -> None:
         self.refresh()
 
     def account_seen(self, name: str) -> None:
@@ -383,13 +380,14 @@ def start(
 def on_keys(
     first: Callable[[frozenset[str]], Awaitable[None]], memo: kopf.Memo
 ) -> Callable[[frozenset[str]], Awaitable[None]]:
-    """The key watch's callback: ``first`` (the reconciler), then a re-check of changed keys."""
+    """The key watch's callback: a re-check of changed keys is scheduled, then ``first`` (the
+    reconciler) runs; not the other way round, as its fan-out may take seconds."""
 
     async def changed(names: frozenset[str]) -> None:
-        await first(names)
         verifier: Verifier | None = memo.get("connections")
         if verifier is not None:
-            await verifier.keys_changed(names)
+            verifier.refresh()
+        await first(names)
 
     return changed
 
