@@ -75,7 +75,7 @@ def checking(
     operator.stop()  # one leader at a time: the session's operator checks nothing
     log = pathlib.Path(tmp_path_factory.mktemp("connections")) / "operator.log"
     with providers.Providers(hang=5.0) as fake:
-        op = support.Operator(installed, log, ("--verify-interval=30", "--verify-timeout=1"))
+        op = support.Operator(installed, log, ("--verify-interval=30", "--verify-timeout=2"))
         state = Checking(installed, fake, op)
         state.keys()
         state.declare(connections_conftest.local_endpoints(fake))
@@ -180,6 +180,24 @@ def test_a_rotation_from_a_bad_to_a_good_key_flips_connected_without_a_restart(
     said = [(e["type"], e["reason"], e["message"]) for e in events]
     assert any(t == "Warning" and r == "InvalidKey" and "openai.apiKey" in m for t, r, m in said)
     assert any(t == "Normal" and r == "Verified" and "openai.apiKey" in m for t, r, m in said)
+
+
+def test_a_rotated_key_is_not_reported_good_before_its_own_check(checking: Checking) -> None:
+    checking.reasons(lambda found, cond: _all("Verified")(found, cond) and cond["status"] == "True")
+    # The new key's check hangs past the 2 s timeout: meanwhile the old key's Verified must
+    # not stand for it.
+    checking.keys(openai="sk-hang-rotation-LEAK0011kkkk")
+    checking.reasons(
+        lambda found, cond: (
+            found["openai.apiKey"] == "Checking"
+            and (cond["status"], cond["reason"]) == ("Unknown", "Checking")
+        ),
+        timeout=5,
+        what="Checking while the rotated key's check runs",
+    )
+    checking.reasons(lambda found, cond: found["openai.apiKey"] == "Timeout", timeout=10)
+    checking.keys()
+    checking.reasons(_all("Verified"))
 
 
 def test_the_annotation_rechecks_within_a_second(checking: Checking) -> None:
