@@ -11,7 +11,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from controller.commands import common, crds, get, operator, reconcile, validate, watch
+from controller.commands import (
+    common,
+    crds,
+    get,
+    operator,
+    reconcile,
+    test_connection,
+    validate,
+    watch,
+)
 from controller.core import errors
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -31,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (reconcile, watch, validate, get, crds, operator):
+    for module in (reconcile, watch, validate, get, crds, test_connection, operator):
         module.register(sub)
     return parser
 

@@ -152,6 +152,16 @@ def printer_columns(cat: catalog.Catalog, kind: str) -> list[dict[str, Any]]:
             }
             for t in cat.integrations
         ]
+        columns += [
+            {
+                "name": f"{cat.integrations[t].object_name}-connected",
+                "type": "boolean",
+                "jsonPath": f".status.connected.{t}",
+                "description": f"Whether the platform keys the account's {t} settings use are "
+                "verified by their provider.",
+            }
+            for t in cat.integrations
+        ]
         return [*columns, _condition_column("Ready", "Ready"), _AGE]
     if kind == catalog.OVERRIDE:
         return [
@@ -167,12 +177,19 @@ def printer_columns(cat: catalog.Catalog, kind: str) -> list[dict[str, Any]]:
                 "jsonPath": ".status.appliedFields",
                 "description": "Override fields applied to the account's effective settings.",
             },
+            {
+                "name": "Connected",
+                "type": "boolean",
+                "jsonPath": ".status.connected",
+                "description": "Whether the platform keys these settings use are verified.",
+            },
             _condition_column("Ready", "Ready"),
             _AGE,
         ]
     return [
         _condition_column("Ready", "Ready"),
         _condition_column("Credentials", "CredentialsReady"),
+        _condition_column("Connected", "Connected"),
         _AGE,
     ]
 

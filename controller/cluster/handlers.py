@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from controller.cluster import bodies, logins, running
+from controller.cluster import bodies, connections, logins, running
 from controller.core import catalog
 
 G, V = catalog.GROUP, catalog.VERSION
@@ -80,7 +80,8 @@ async def override_index(body: kopf.Body, namespace: str | None, memo: kopf.Memo
 
 
 @kopf.on.event(G, V, GLOBALS, registry=registry)
-async def global_event(memo: kopf.Memo, **_: Any) -> None:
+async def global_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    connections.global_seen(memo, body)  # first: a global change may start a long fan-out
     await memo.reconciler.global_changed()
 
 
@@ -89,6 +90,7 @@ async def account_event(
     name: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     await memo.reconciler.account_changed(name, body, deleted=type == "DELETED")
+    connections.account_seen(memo, name)
 
 
 @kopf.on.event(G, V, OVERRIDES, registry=registry)
@@ -96,3 +98,4 @@ async def override_event(
     namespace: str | None, name: str, type: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     memo.reconciler.override_changed(str(namespace), name, deleted=type == "DELETED")
+    connections.namespace_seen(memo, str(namespace))

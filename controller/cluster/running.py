@@ -24,6 +24,7 @@ from controller import schemafiles
 from controller.cluster import (
     bodies,
     clients,
+    connections,
     following,
     generated,
     keys,
@@ -47,6 +48,8 @@ class Options:
     resync: float  # seconds between full passes that catch anything missed
     keys_timeout: float  # how long start-up waits for the first listing of key Secrets
     verbose: bool
+    verify_interval: float = connections.DEFAULT_INTERVAL  # key checks; 0: off
+    verify_timeout: float = connections.DEFAULT_TIMEOUT
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -135,7 +138,7 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
                 client,
                 options.namespace,
                 store,
-                reconciler.keys_changed,
+                connections.on_keys(reconciler.keys_changed, memo),
                 on_error=meter.errors.labels("keys").inc,
             )
         ),
@@ -160,6 +163,9 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
         ),
         asyncio.create_task(_resync(reconciler, options.resync)),
         asyncio.create_task(_compact_after_bursts(reconciler)),
+        *connections.start(
+            memo, client, store, views, options.verify_interval, options.verify_timeout
+        ),
     ]
     # The first renders should carry the keys: wait for their first listing.
     try:
@@ -270,6 +276,7 @@ async def stop(memo: kopf.Memo) -> None:
             await task
     if "reconciler" in memo:
         await memo.reconciler.close()
+    await connections.stop(memo)
     if "elector" in memo:
         # After the last write: a standby may start writing as soon as this lands.
         await memo.elector.release()

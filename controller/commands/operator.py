@@ -7,7 +7,7 @@ import os
 import pathlib
 from typing import Any
 
-from controller.cluster import handlers, running
+from controller.cluster import connections, handlers, running
 
 DEFAULT_NAMESPACE = "settings-controller-system"
 
@@ -45,6 +45,22 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="full pass this often, to catch anything missed (default 300)",
     )
+    parser.add_argument(
+        "--verify-interval",
+        type=float,
+        default=connections.DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help="check the platform keys against their providers this often, besides at start, "
+        "on a key or endpoint change and on the test-connection annotation "
+        f"(default {connections.DEFAULT_INTERVAL:.0f}; 0: no checks at all)",
+    )
+    parser.add_argument(
+        "--verify-timeout",
+        type=float,
+        default=connections.DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long one key check may take (default {connections.DEFAULT_TIMEOUT:.0f})",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -59,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             resync=args.resync,
             keys_timeout=30.0,
             verbose=args.verbose,
+            verify_interval=args.verify_interval,
+            verify_timeout=args.verify_timeout,
         ),
         handlers.registry,
     )

@@ -43,6 +43,29 @@ Schema = Mapping[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
+class Provider:
+    """An API that platform keys are checked against (``x-providers`` in common.json)."""
+
+    name: str
+    endpoint: str  # the public base URL, used when a credential names none
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CredentialSlot:
+    """One key slot of an integration (``x-credentials``): which provider checks it, and
+    which effective values make an account depend on it (none: always)."""
+
+    name: str
+    description: str
+    provider: str | None
+    used_when: Mapping[str, Any]
+
+    def used_by(self, values: Mapping[str, Any]) -> bool:
+        return all(values.get(field) == value for field, value in self.used_when.items())
+
+
+@dataclasses.dataclass(frozen=True)
 class IntegrationType:
     """One integration (openai, image_generation): its overridable fields and key slots."""
 
@@ -51,6 +74,7 @@ class IntegrationType:
     fields: tuple[str, ...]  # in schema order: the order of the effective JSON
     schema: Schema  # the object schema of the fields (= of ``defaults``)
     credentials: Mapping[str, str]  # key slot -> description
+    slots: Mapping[str, CredentialSlot]
     validators: Mapping[str, jsonschema.protocols.Validator]
     fast_validators: Mapping[str, Any]
 
@@ -88,6 +112,7 @@ class Kind:
 class Catalog:
     kinds: Mapping[str, Kind]
     integrations: Mapping[str, IntegrationType]
+    providers: Mapping[str, Provider] = dataclasses.field(default_factory=dict)
 
     @property
     def overridable_fields(self) -> frozenset[str]:
@@ -122,7 +147,18 @@ class Catalog:
             raise errors.SchemaError(f"schemas: missing document or key {e}") from e
         if not integrations:
             raise errors.SchemaError("schemas: no integration types under integrations/")
-        return cls(kinds=kinds, integrations=integrations)
+        providers = {
+            name: Provider(name, str(p["endpoint"]), str(p.get("description", "")))
+            for name, p in common.get("x-providers", {}).items()
+        }
+        for itype in integrations.values():
+            for slot in itype.slots.values():
+                if slot.provider is not None and slot.provider not in providers:
+                    raise errors.SchemaError(
+                        f"schemas/integrations/{itype.name}.json: credential {slot.name}: "
+                        f"unknown provider {slot.provider!r}"
+                    )
+        return cls(kinds=kinds, integrations=integrations, providers=providers)
 
 
 def _integration(path: str, doc: Schema) -> IntegrationType:
@@ -135,12 +171,17 @@ def _integration(path: str, doc: Schema) -> IntegrationType:
         raise errors.SchemaError(f"schemas/{path}: reserved field names {sorted(reserved)}")
     schema = _strip_meta(doc)
     jsonschema.Draft202012Validator.check_schema(schema)
+    slots = {
+        slot: _slot(path, slot, spec, properties)
+        for slot, spec in doc.get("x-credentials", {}).items()
+    }
     return IntegrationType(
         name=name,
         description=str(doc.get("description", "")),
         fields=tuple(properties),
         schema=schema,
-        credentials=dict(doc.get("x-credentials", {})),
+        credentials={slot: s.description for slot, s in slots.items()},
+        slots=slots,
         validators={
             field: jsonschema.Draft202012Validator(sub) for field, sub in properties.items()
         },
@@ -148,6 +189,19 @@ def _integration(path: str, doc: Schema) -> IntegrationType:
             field: jsonschema_rs.validator_for(dict(sub)) for field, sub in properties.items()
         },
     )
+
+
+def _slot(path: str, slot: str, spec: Any, properties: Mapping[str, Schema]) -> CredentialSlot:
+    """A slot from ``x-credentials``: a description alone, or ``{description, provider, usedWhen}``."""
+    if isinstance(spec, str):
+        return CredentialSlot(slot, spec, None, {})
+    used_when = dict(spec.get("usedWhen", {}))
+    unknown = set(used_when) - set(properties)
+    if unknown:
+        raise errors.SchemaError(
+            f"schemas/{path}: credential {slot}: usedWhen names unknown fields {sorted(unknown)}"
+        )
+    return CredentialSlot(slot, str(spec.get("description", "")), spec.get("provider"), used_when)
 
 
 def _kind(

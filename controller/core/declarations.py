@@ -17,6 +17,7 @@ from controller.core import catalog, credentials, findings, validation
 class SecretKeyRef:
     secret_name: str
     key: str
+    endpoint: str | None = None  # the provider API's base URL; None: the provider's public one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,7 +277,7 @@ def _build(
             type=name,
             enabled=block.get("enabled", True),
             credentials={
-                slot: SecretKeyRef(ref["secretName"], ref["key"])
+                slot: SecretKeyRef(ref["secretName"], ref["key"], ref.get("endpoint"))
                 for slot, ref in sorted(block.get("credentials", {}).items())
             },
             defaults=dict(block["defaults"]),

@@ -327,6 +327,7 @@ class Operator:
                     f"--metrics-port={self.metrics_port}",
                     f"--concurrency={self.concurrency}",
                     "--resync=86400",
+                    "--verify-interval=0",  # no key checks: no traffic to the providers
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

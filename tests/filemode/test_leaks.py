@@ -163,3 +163,29 @@ def test_key_reaches_no_output_and_no_log(cli: RunCli, tmp_path: pathlib.Path) -
     assert [i for i, text in enumerate(logs) if KEY in text] == []
     # Sanity: the canary is really in the declarations, in every place above.
     assert sum(text.count(KEY) for text in DECLARATIONS.values()) >= 25
+
+
+def test_key_checks_print_no_key_fragment(cli: RunCli, tmp_path: pathlib.Path) -> None:
+    """test-connection with the canary as every platform key, refused by providers whose 401
+    quotes it ("sk-LEA***fXYZ"), rate-limited, failing: no fragment of it is printed."""
+    import yaml
+
+    from tests.connections import conftest as connections_conftest
+    from tests.connections import providers
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in ("openai", "dalle", "runware"):
+        (keys / name).write_text(KEY)
+    fragments = [KEY, providers.quoted(KEY), KEY[:6] + "***", KEY[-8:]]
+    printed: list[str] = []
+    with providers.Providers(refuse=frozenset({KEY})) as fake:
+        path = tmp_path / "global.yaml"
+        path.write_text(yaml.safe_dump(connections_conftest.global_body(
+            connections_conftest.local_endpoints(fake))))  # fmt: skip
+        for fmt in ("table", "json", "yaml"):
+            done = cli("--verbose", "test-connection", path, "--keys-dir", keys, "-o", fmt)
+            printed += [done.stdout, done.stderr]
+            assert done.returncode == 1 and "InvalidKey" in done.stdout
+        assert ("openai", KEY) in fake.requests and ("runware", KEY) in fake.requests
+    assert [(i, f) for i, text in enumerate(printed) for f in fragments if f in text] == []

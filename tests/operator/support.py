@@ -133,12 +133,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Operator:
-    """``settings-controller operator`` as a subprocess, as the operator's ServiceAccount."""
+EGRESS_GUARD = REPO / "tests" / "egress"
 
-    def __init__(self, kube: Kube, log_path: pathlib.Path) -> None:
+
+def guarded_env(egress_log: pathlib.Path) -> dict[str, str]:
+    """The environment of an operator under test: no $KUBECONFIG, and the egress guard
+    (tests/egress/sitecustomize.py) refusing and recording any non-loopback connection."""
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EGRESS_GUARD), env.get("PYTHONPATH")]))
+    env["SETTINGS_CONTROLLER_EGRESS_LOG"] = str(egress_log)
+    return env
+
+
+class Operator:
+    """``settings-controller operator`` as a subprocess, as the operator's ServiceAccount.
+
+    Key checks are off (``--verify-interval=0``: examples/global.yaml names the public
+    provider endpoints) unless ``args`` turns them on; tests/connections points every
+    endpoint at a local server first. Either way the egress guard runs in the process,
+    and ``stop`` fails when it refused anything.
+    """
+
+    def __init__(self, kube: Kube, log_path: pathlib.Path, args: tuple[str, ...] = ()) -> None:
         self.kube = kube
         self.log_path = log_path
+        self.egress_path = log_path.with_suffix(".egress")
+        self.args = args or ("--verify-interval=0",)
         self.proc: subprocess.Popen[bytes] | None = None
         self.health_port = free_port()
         self.metrics_port = free_port()
@@ -156,10 +176,11 @@ class Operator:
                 f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
                 f"--metrics-port={self.metrics_port}",
                 "--resync=60",
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+            env=guarded_env(self.egress_path),
         )
         log.close()
         deadline = time.monotonic() + 60
@@ -195,7 +216,15 @@ class Operator:
             raise AssertionError(f"operator did not stop in {timeout}s on SIGTERM") from None
         self.proc = None
         self.exit_codes.append(code)
+        attempts = self.egress()
+        assert not attempts, f"the operator tried to reach beyond loopback: {attempts}"
         return code
+
+    def egress(self) -> list[str]:
+        """The non-loopback connections the egress guard refused so far."""
+        if not self.egress_path.exists():
+            return []
+        return self.egress_path.read_text().splitlines()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -126,18 +126,21 @@ def test_printer_columns_show_platform_defaults(applied: tuple[Kube, Any]) -> No
     wait_json(kube, ("account", "acct-123"), lambda a: "usingGlobal" in a.get("status", {}))
     table = kube.kubectl("get", "accounts", *ACCOUNTS[:3]).stdout
     header, *rows = table.splitlines()
-    assert header.split()[:6] == [
+    assert header.split()[:8] == [
         "NAME",
         "PLAN",
         "NAMESPACE",
         "IMAGE-GENERATION-DEFAULTS",
         "OPENAI-DEFAULTS",
+        "IMAGE-GENERATION-CONNECTED",  # empty here: the session's operator checks no key
+        "OPENAI-CONNECTED",
         "READY",
     ]
-    by_name = {row.split()[0]: row.split() for row in rows}
-    assert by_name["acct-123"][3:6] == ["false", "false", "True"]
-    assert by_name["acct-456"][3:6] == ["true", "false", "True"]
-    assert by_name["acct-789"][3:6] == ["true", "true", "True"]
+    # The CONNECTED cells are empty, so READY and AGE are the last two words of a row.
+    by_name = {row.split()[0]: [*row.split()[3:5], row.split()[-2]] for row in rows}
+    assert by_name["acct-123"] == ["false", "false", "True"], table
+    assert by_name["acct-456"] == ["true", "false", "True"]
+    assert by_name["acct-789"] == ["true", "true", "True"]
 
 
 def test_reset_by_deleting_the_override(applied: tuple[Kube, Any]) -> None:

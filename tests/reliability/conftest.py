@@ -87,8 +87,8 @@ def operator_factory(private: Any, tmp_path: pathlib.Path) -> Iterator[Any]:
 
     started: list[Any] = []
 
-    def make(name: str = "operator") -> Any:
-        op = support.Operator(private.kube, tmp_path / f"{name}.log")
+    def make(name: str = "operator", args: tuple[str, ...] = ()) -> Any:
+        op = support.Operator(private.kube, tmp_path / f"{name}.log", args)
         op.start()
         started.append(op)
         return op

@@ -11,7 +11,8 @@ switched off (objects that bypassed admission): the key as the platform key
 (rotated during the run), pasted by a tenant into both integrations in every
 spelling and nesting, as a key-shaped value of an allowed field, and literal
 in a second (ignored) global; the operator SIGKILLed and restarted half-way.
-Then every ConfigMap, Event, Namespace, custom resource (status, annotations
+Key checks are on, against local providers whose 401 quotes the key the way
+OpenAI's does. Then every ConfigMap, Event, Namespace, custom resource (status, annotations
 including kopf's, labels), every Secret's metadata, and every operator log
 line of the session is searched for the key, plain and base64. Keys may only
 be in the data of the platform key Secret and of ``integration-credentials``.
@@ -31,6 +32,8 @@ import pytest
 
 from tests.cluster.fixtures import Kube
 from tests.conftest import CLI, RunCli
+from tests.connections import conftest as connections_conftest
+from tests.connections import providers
 from tests.filemode import test_leaks as filemode_leaks
 from tests.operator import conftest as operator_conftest
 from tests.operator import support
@@ -39,6 +42,7 @@ from tests.reliability.private import PrivateCluster
 
 KEY = support.FAKE_KEY  # the platform openai key, and what tenants paste
 ROTATED = "sk-ROTATEDKEY-0xFEEDFACE-do-not-leak-11aa"
+CHECKS = ("--verify-interval=30", "--verify-timeout=2")  # key checks on
 KEY_POLICY = support.REPO / "deploy" / "policy" / "generated.yaml"
 KEY_POLICY_BINDING = "settings-controller-overrides"
 SPELLINGS = [
@@ -123,6 +127,19 @@ def test_fake_key_reaches_nothing_in_file_mode(
     figures["leaks"] = len(leaked)
 
 
+def _refused(kube: Kube) -> None:
+    """The global says the openai key was refused (the provider's 401 quoted it)."""
+    support.wait_json(
+        kube,
+        ("globalintegrationsettings", "default"),
+        lambda o: any(
+            c["credential"] == "apiKey" and c["reason"] == "InvalidKey"
+            for c in o["status"]["connections"]
+        ),
+        60,
+    )
+
+
 def _policy_enforced(kube: Kube, namespace: str) -> bool:
     probe = support.override_manifest(namespace, "openai", {"api_key": "x"})
     proc = kube.kubectl(
@@ -136,7 +153,12 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
     private: PrivateCluster, kube: Kube, operator_factory: Any, figures: Figures
 ) -> None:
     ns = "rel-leak"
-    op = operator_factory("leak-1")
+    # Key checks on, against local providers that refuse the key with a 401 quoting it.
+    fake = providers.Providers(refuse=frozenset({KEY, ROTATED})).__enter__()
+    support.apply_text(kube, json.dumps(
+        connections_conftest.global_body(connections_conftest.local_endpoints(fake))))  # fmt: skip
+    op = operator_factory("leak-1", CHECKS)
+    started = [op]
     support.apply_text(kube, support.account_manifest(ns, ns, "pro"))
     support.wait_json(kube, ("configmap", "integration-settings", "-n", ns), lambda _: True, 120)
     kube.kubectl("delete", "validatingadmissionpolicybinding", KEY_POLICY_BINDING)
@@ -176,11 +198,15 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
             ),
             120,
         )
+        _refused(kube)
         # SIGKILL the operator half-way, rotate the key while it is down, restart.
         op.proc.kill()  # type: ignore[union-attr]
         op.proc.wait()  # type: ignore[union-attr]
         operator_conftest.apply_keys(kube, {**operator_conftest.KEYS, "openai": ROTATED})
-        op2 = operator_factory("leak-2")
+        op2 = operator_factory("leak-2", CHECKS)
+        started.append(op2)
+        support.until(lambda: ("openai", ROTATED) in fake.requests, "the rotated key checked")
+        _refused(kube)
         support.wait_json(
             kube,
             ("secret", "integration-credentials", "-n", ns),
@@ -192,6 +218,11 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
     finally:
         kube.kubectl("apply", "--server-side", "-f", str(KEY_POLICY))
         operator_conftest.apply_keys(kube, operator_conftest.KEYS)
+        for running in started:  # before the global names the public endpoints again
+            if running.proc is not None and running.proc.poll() is None:
+                running.stop()
+        kube.kubectl("apply", "-f", str(support.REPO / "examples" / "global.yaml"))
+        fake.__exit__(None, None, None)
         kube.kubectl("delete", "globalintegrationsettings", "other", "--ignore-not-found")
 
     parts: dict[str, str] = {
@@ -224,7 +255,9 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
     assert "last-handled-configuration" not in "".join(
         v for k, v in parts.items() if not k.startswith("logs")
     )
-    leaks = [where for where, text in parts.items() for f in _forms(KEY, ROTATED) if f in text]
+    assert "InvalidKey" in parts["events"]  # the connection Events are among what was searched
+    fragments = [*_forms(KEY, ROTATED), providers.quoted(KEY), providers.quoted(ROTATED)]
+    leaks = [where for where, text in parts.items() for f in fragments if f in text]
     assert not leaks, leaks
     figures["objects and logs searched"] = sum(
         len(json.loads(v)["items"]) if v.startswith("{") and '"items"' in v[:200] else 1
