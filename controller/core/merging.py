@@ -9,6 +9,11 @@
 6. No IntegrationSettings object means defaults.
 7. Defaults reach every account that does not override the field.
 8. Same inputs, same result: everything here is ordered and pure.
+
+Each ``<type>.json`` also says what the account may choose (``choices``): the
+field schemas of schemas/integrations/, narrowed to the global's
+``allowedValues``, or none when the plan may not override. A tenant cannot
+read the global; a UI renders the seed's dropdown and slider from this.
 """
 
 from __future__ import annotations
@@ -28,19 +33,22 @@ class EffectiveIntegration:
     enabled: bool
     values: Mapping[str, Any]  # every field, in schema order
     overridden: tuple[str, ...]  # applied override fields, sorted
+    choices: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # see ``choices``
 
     @property
     def using_global(self) -> bool:
         return not self.overridden
 
     def document(self) -> dict[str, Any]:
-        """The seed's response shape: what a workload reads from ``<type>.json``."""
+        """The seed's response shape, plus ``choices``: what a workload reads from
+        ``<type>.json``."""
         return {
             "id": self.type,
             "enabled": self.enabled,
             **self.values,
             "using_global": self.using_global,
             "overridden": list(self.overridden),
+            "choices": dict(self.choices),
         }
 
 
@@ -143,9 +151,32 @@ def merge_account(
                 enabled=defaults.enabled,
                 values=values,
                 overridden=tuple(sorted(applied)),
+                choices=choices(itype, defaults, bool(allowed)),
             )
         )
     return AccountResult(account=account, integrations=tuple(results), findings=tuple(found))
+
+
+def choices(
+    itype: catalog.IntegrationType, defaults: declarations.IntegrationDefaults, allowed: bool
+) -> dict[str, Any]:
+    """What an account may set: ``{"overrides_allowed": bool, "fields": {field: schema}}``.
+
+    Each field's schema is its JSON Schema from schemas/integrations/ (type,
+    range, enum, pattern, description), with ``enum`` narrowed to the global's
+    ``allowedValues`` where it lists some; ``fields`` is empty when the plan may
+    not override. The same rules ``screen_overrides`` applies, so a value
+    chosen from here is accepted.
+    """
+    if not allowed:
+        return {"overrides_allowed": False, "fields": {}}
+    fields: dict[str, Any] = {}
+    for field in itype.fields:
+        schema = dict(itype.schema["properties"][field])
+        if field in defaults.allowed_values:
+            schema["enum"] = list(defaults.allowed_values[field])
+        fields[field] = schema
+    return {"overrides_allowed": True, "fields": fields}
 
 
 def screen_overrides(

@@ -21,7 +21,9 @@ def test_examples_render_the_seed_table(
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ACCOUNTS
 
     # Scenario 2 (customise) and the seed's rows 100-102.
-    assert effective(out, "acct-123", "openai") == {
+    openai_123 = effective(out, "acct-123", "openai")
+    choices = openai_123.pop("choices")
+    assert openai_123 == {
         "id": "openai",
         "enabled": True,
         "model": "gpt-4o",
@@ -29,6 +31,16 @@ def test_examples_render_the_seed_table(
         "max_tokens": 8192,
         "using_global": False,
         "overridden": ["model", "temperature"],
+    }
+    # What the tenant may choose: the global's allowedValues, the schema's range.
+    assert choices["overrides_allowed"] is True
+    assert list(choices["fields"]) == ["max_tokens", "model", "temperature"]
+    assert choices["fields"]["model"]["enum"] == ["gpt-4o-mini", "gpt-4o", "gpt-4.1"]
+    temperature = choices["fields"]["temperature"]
+    assert (temperature["type"], temperature["minimum"], temperature["maximum"]) == ("number", 0, 2)
+    assert effective(out, "acct-free", "openai")["choices"] == {
+        "overrides_allowed": False,
+        "fields": {},
     }
     image = effective(out, "acct-123", "image_generation")
     assert (image["service"], image["model"], image["using_global"]) == (
