@@ -141,6 +141,24 @@ def _condition_column(name: str, condition: str) -> dict[str, Any]:
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
+# Why an object is (not) Ready, next to READY; the message only with -o wide
+# (priority 1): it can be long.
+_READY_WHY: list[dict[str, Any]] = [
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "description": "Reason of the Ready condition.",
+    },
+    {
+        "name": "Message",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+        "description": "Message of the Ready condition.",
+    },
+]
+
 
 def printer_columns(cat: catalog.Catalog, kind: str) -> list[dict[str, Any]]:
     if kind == catalog.ACCOUNT:
@@ -158,7 +176,7 @@ def printer_columns(cat: catalog.Catalog, kind: str) -> list[dict[str, Any]]:
             }
             for t in cat.integrations
         ]
-        return [*columns, _condition_column("Ready", "Ready"), _AGE]
+        return [*columns, _condition_column("Ready", "Ready"), *_READY_WHY, _AGE]
     if kind == catalog.OVERRIDE:
         return [
             {
@@ -174,11 +192,13 @@ def printer_columns(cat: catalog.Catalog, kind: str) -> list[dict[str, Any]]:
                 "description": "Override fields applied to the account's effective settings.",
             },
             _condition_column("Ready", "Ready"),
+            *_READY_WHY,
             _AGE,
         ]
     return [
         _condition_column("Ready", "Ready"),
         _condition_column("Credentials", "CredentialsReady"),
+        *_READY_WHY,
         _AGE,
     ]
 
