@@ -270,3 +270,14 @@ def test_unwritable_output_is_reported_and_old_files_kept(
     # Writable again: the next pass catches up.
     assert cli("reconcile", declarations, "--output", out).returncode == 0
     assert effective(out, "acct-789", "openai")["max_tokens"] == 9000
+
+
+def test_readme_shows_the_current_openai_json(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """The README's `cat out/acct-123/openai.json` is what reconcile writes, choices included."""
+    out = tmp_path / "out"
+    cli("reconcile", declarations, "--output", out)
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    shown = readme.split("$ cat out/acct-123/openai.json\n", 1)[1].split("\n", 1)[0]
+    assert shown + "\n" == (out / "acct-123" / "openai.json").read_text()
