@@ -299,7 +299,10 @@ class Reconciler:
             self._retry(name)
             return "failed"
 
-        await self._set_status(observed, statuses.account(observed, result, account.namespace))
+        missing = statuses.missing_keys(global_, result, self.keys)
+        await self._set_status(
+            observed, statuses.account(observed, result, account.namespace, missing)
+        )
         plan_notes = [
             f
             for f in result.findings
