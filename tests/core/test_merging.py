@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.core import catalog as catalog_
-from controller.core import findings, merging
+from controller.core import findings, merging, rendering
 from tests.core import builders
 
 Reason = findings.Reason
@@ -327,3 +327,22 @@ def test_output_is_canonical_and_stable(catalog: catalog_.Catalog) -> None:
     assert a.data == b.data and a.content_hash == b.content_hash
     text = a.data["openai.json"]
     assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def test_json_is_the_canonical_json_of_the_document(catalog: catalog_.Catalog) -> None:
+    """The shared, pre-encoded choices change no byte, whatever the field names."""
+    for plan in ("pro", "free"):
+        result = merge(catalog, {"openai": {"model": "gpt-4o"}}, plan=plan)
+        for integration in result.integrations:
+            assert integration.json() == rendering.canonical_json(integration.document())
+    choices = {"overrides_allowed": True, "fields": {"aspect": {"type": "number"}}}
+    before_choices = merging.EffectiveIntegration(
+        type="x",
+        enabled=True,
+        values={"aspect": 1.5},  # sorts before "choices": the whole document is encoded
+        overridden=(),
+        choices=choices,
+        choices_json=rendering.canonical_json(choices)[:-1],
+    )
+    assert before_choices.json() == rendering.canonical_json(before_choices.document())
+    assert before_choices.json().startswith('{"aspect":1.5,"choices":')
