@@ -115,6 +115,15 @@ def test_good_override_is_current_and_healthy(installed: Kube, account: str) -> 
     assert condition(override, "Stalled")["status"] == "False"
     wait_verdicts(installed, ("account", account), CURRENT)
     wait_verdicts(installed, GLOBAL, CURRENT)
+    # The tenant's choices reach the ConfigMap it may read, as in file mode.
+    cm = support.get_json(installed, "configmap", "integration-settings", "-n", account)
+    choices = settings(cm, "openai")["choices"]
+    assert choices["overrides_allowed"] is True
+    assert choices["fields"]["model"]["enum"] == ["gpt-4o-mini", "gpt-4o", "gpt-4.1"]
+    assert (
+        choices["fields"]["temperature"]["minimum"],
+        choices["fields"]["temperature"]["maximum"],
+    ) == (0, 2)
 
 
 def test_bad_override_without_the_policies_fails(installed: Kube, account: str) -> None:
