@@ -2,6 +2,15 @@
 
 A condition keeps its ``lastTransitionTime`` while its status stays the same,
 so recomputing an unchanged state yields an identical status: nothing to patch.
+
+Every object carries ``Ready`` and the two "abnormal-true" conditions kstatus
+reads (``sigs.k8s.io/cli-utils/pkg/kstatus``, behind Flux's health checks and
+our Argo CD health.lua): ``Reconciling`` while the operator still has work for
+this generation (it waits for something outside the object, or retries a
+failed write), ``Stalled`` for an error that only a change of the spec fixes.
+The time between a spec change and the operator's first look at it needs no
+condition: ``status.observedGeneration`` lags ``metadata.generation`` then,
+which kstatus and Argo CD read as in progress.
 """
 
 from __future__ import annotations
@@ -10,8 +19,27 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from controller.core import findings
+
 READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 CREDENTIALS_READY = "CredentialsReady"
+
+# Not Ready for a reason outside the object's own spec: the operator acts by
+# itself once it is gone (a global or an Account appears, a key is added to
+# its Secret, a write succeeds on retry), so the object is in progress, not
+# failed. Every other reason for Ready=False is a spec error: Stalled.
+KEYS_MISSING = "KeysMissing"
+WAITING_REASONS = frozenset(
+    {
+        findings.Reason.NO_GLOBAL.value,
+        findings.Reason.ORPHAN_OVERRIDE.value,
+        findings.Reason.OUTPUT_FAILED.value,
+        findings.Reason.OUTPUT_CONFLICT.value,  # someone else's object in the way
+        KEYS_MISSING,
+    }
+)
 
 # The API server's limit on a condition message.
 _MAX_MESSAGE = 32768
@@ -44,6 +72,37 @@ def condition(
         "reason": reason,
         "message": message[:_MAX_MESSAGE],
     }
+
+
+def readiness(
+    ok: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    previous: Iterable[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """``Ready``, ``Reconciling`` and ``Stalled`` for one outcome, in that order."""
+    waiting = not ok and reason in WAITING_REASONS
+    stalled = not ok and not waiting
+    return [
+        condition(READY, ok, reason, message, generation, previous),
+        condition(
+            RECONCILING,
+            waiting,
+            reason,
+            message if waiting else "no work pending for this generation",
+            generation,
+            previous,
+        ),
+        condition(
+            STALLED,
+            stalled,
+            reason,
+            message if stalled else "no spec error",
+            generation,
+            previous,
+        ),
+    ]
 
 
 def find(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:

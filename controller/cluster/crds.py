@@ -135,6 +135,24 @@ def _condition_column(name: str, condition: str) -> dict[str, Any]:
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
+# Why an object is (not) Ready, next to READY; the message only with -o wide
+# (priority 1): it can be long.
+_READY_WHY: list[dict[str, Any]] = [
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "description": "Reason of the Ready condition.",
+    },
+    {
+        "name": "Message",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+        "description": "Message of the Ready condition.",
+    },
+]
+
 
 def printer_columns(cat: catalog.Catalog, kind: str) -> list[dict[str, Any]]:
     if kind == catalog.ACCOUNT:
@@ -162,7 +180,7 @@ def printer_columns(cat: catalog.Catalog, kind: str) -> list[dict[str, Any]]:
             }
             for t in cat.integrations
         ]
-        return [*columns, _condition_column("Ready", "Ready"), _AGE]
+        return [*columns, _condition_column("Ready", "Ready"), *_READY_WHY, _AGE]
     if kind == catalog.OVERRIDE:
         return [
             {
@@ -184,12 +202,14 @@ def printer_columns(cat: catalog.Catalog, kind: str) -> list[dict[str, Any]]:
                 "description": "Whether the platform keys these settings use are verified.",
             },
             _condition_column("Ready", "Ready"),
+            *_READY_WHY,
             _AGE,
         ]
     return [
         _condition_column("Ready", "Ready"),
         _condition_column("Credentials", "CredentialsReady"),
         _condition_column("Connected", "Connected"),
+        *_READY_WHY,
         _AGE,
     ]
 

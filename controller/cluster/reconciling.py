@@ -336,7 +336,8 @@ class Reconciler:
             )
             return "blocked"
 
-        await self.reporter.status(observed, statuses.account(observed, result, namespace))
+        missing = statuses.missing_keys(global_, result, self.keys)
+        await self.reporter.status(observed, statuses.account(observed, result, namespace, missing))
         plan_notes = [
             f
             for f in result.findings

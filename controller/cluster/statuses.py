@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from controller.cluster import bodies, conditions
-from controller.core import declarations, findings, merging
+from controller.core import declarations, findings, merging, rendering
 
 Reason = findings.Reason
 
@@ -15,7 +15,7 @@ RECONCILED = "Reconciled"
 APPLIED = "Applied"
 VALID = "Valid"
 KEYS_PRESENT = "KeysPresent"
-KEYS_MISSING = "KeysMissing"
+KEYS_MISSING = conditions.KEYS_MISSING
 OUTPUT_FAILED = findings.Reason.OUTPUT_FAILED.value
 
 
@@ -33,20 +33,43 @@ def with_ready(
     observed: bodies.Observed, ok: bool, reason: str, message: str, **extra: Any
 ) -> dict[str, Any]:
     previous = observed.status.get("conditions") or ()
-    kept = [c for c in previous if c.get("type") != conditions.READY]
-    ready = conditions.condition(
-        conditions.READY, ok, reason, message, observed.generation, previous
-    )
+    computed = conditions.readiness(ok, reason, message, observed.generation, previous)
+    mine = {c["type"] for c in computed}
+    kept = [c for c in previous if c.get("type") not in mine]
     return {
         "observedGeneration": observed.generation,
-        "conditions": [ready, *kept],
+        "conditions": [*computed, *kept],
         **extra,
     }
 
 
+class KeyStore(Protocol):
+    def value(self, secret_name: str, key: str) -> str | None: ...
+
+
+def missing_keys(
+    global_: declarations.GlobalSettings, result: merging.AccountResult, keys: KeyStore
+) -> list[str]:
+    """The platform keys this account's enabled integrations need and the Secrets lack,
+    as ``secret/key (type.slot)`` references: never a value."""
+    return [
+        f"{ref.secret_name}/{ref.key} ({integration.type}.{slot})"
+        for integration in result.integrations
+        if integration.enabled
+        for slot, ref in global_.integrations[integration.type].credentials.items()
+        if keys.value(ref.secret_name, ref.key) is None
+    ]
+
+
 def account(
-    observed: bodies.Observed, result: merging.AccountResult, namespace: str
+    observed: bodies.Observed,
+    result: merging.AccountResult,
+    namespace: str,
+    missing: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """Ready once the outputs are written; not while a key it needs is missing
+    (``missing``: from ``missing_keys``), which leaves it out of the account's
+    credentials Secret."""
     badges = ", ".join(
         f"{i.type}: "
         + ("platform defaults" if i.using_global else f"custom {', '.join(i.overridden)}")
@@ -56,10 +79,15 @@ def account(
     message = f"effective settings written to {namespace}/integration-settings ({badges})"
     if notes:
         message += ". " + _joined(notes)
+    if missing:
+        message = (
+            f"missing or empty platform keys, left out of {namespace}/"
+            f"{rendering.CREDENTIALS_SECRET_NAME}: {', '.join(missing)}; {message}"
+        )
     return with_ready(
         observed,
-        True,
-        RECONCILED,
+        not missing,
+        KEYS_MISSING if missing else RECONCILED,
         message,
         usingGlobal=result.using_global,
         # Not the content hash (the ConfigMap's annotation carries it): a change of
@@ -117,6 +145,11 @@ def global_(observed: bodies.Observed, missing: Sequence[str], referenced: int) 
     if not isinstance(decl, declarations.GlobalSettings):
         reason, message = problems(observed)
         status = with_ready(observed, False, reason, message)
+    elif missing:
+        # Not Ready: the accounts that need these keys go without them.
+        status = with_ready(
+            observed, False, KEYS_MISSING, "missing or empty Secret keys: " + ", ".join(missing)
+        )
     else:
         enabled = [t for t, i in decl.integrations.items() if i.enabled]
         status = with_ready(

@@ -9,6 +9,11 @@
 6. No IntegrationSettings object means defaults.
 7. Defaults reach every account that does not override the field.
 8. Same inputs, same result: everything here is ordered and pure.
+
+Each ``<type>.json`` also says what the account may choose (``choices``): the
+field schemas of schemas/integrations/, narrowed to the global's
+``allowedValues``, or none when the plan may not override. A tenant cannot
+read the global; a UI renders the seed's dropdown and slider from this.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class EffectiveIntegration:
     enabled: bool
     values: Mapping[str, Any]  # every field, in schema order
     overridden: tuple[str, ...]  # applied override fields, sorted
+    choices: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # see ``choices``
+    choices_json: str = ""  # ``choices`` as canonical JSON, shared by every account alike
 
     @property
     def using_global(self) -> bool:
@@ -46,8 +53,7 @@ class EffectiveIntegration:
         """One line for logs and statuses: ``platform defaults`` or ``custom <fields>``."""
         return "platform defaults" if self.using_global else f"custom {', '.join(self.overridden)}"
 
-    def document(self) -> dict[str, Any]:
-        """The seed's response shape: what a workload reads from ``<type>.json``."""
+    def _seed_shape(self) -> dict[str, Any]:
         return {
             "id": self.type,
             "enabled": self.enabled,
@@ -55,6 +61,24 @@ class EffectiveIntegration:
             "using_global": self.using_global,
             "overridden": list(self.overridden),
         }
+
+    def document(self) -> dict[str, Any]:
+        """The seed's response shape, plus ``choices``: what a workload reads from
+        ``<type>.json``."""
+        return {**self._seed_shape(), "choices": dict(self.choices)}
+
+    def json(self) -> str:
+        """``canonical_json(document())``, byte for byte, without encoding ``choices`` again.
+
+        ``choices`` is most of the bytes and the same for every account of a
+        plan; encoding it per account doubled the cost of a render. Sorted
+        keys put it first whenever every other key sorts after it (true of
+        every integration today); otherwise the whole document is encoded.
+        """
+        rest = self._seed_shape()
+        if self.choices_json and min(rest) > "choices":
+            return '{"choices":' + self.choices_json + "," + rendering.canonical_json(rest)[1:]
+        return rendering.canonical_json(self.document())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +90,7 @@ class AccountResult:
     @property
     def data(self) -> dict[str, str]:
         """ConfigMap data: ``<type>.json`` -> canonical JSON."""
-        return {f"{i.type}.json": rendering.canonical_json(i.document()) for i in self.integrations}
+        return {f"{i.type}.json": i.json() for i in self.integrations}
 
     @property
     def content_hash(self) -> str:
@@ -161,9 +185,51 @@ def merge_account(
                 enabled=defaults.enabled,
                 values=values,
                 overridden=tuple(sorted(applied)),
+                **_shared_choices(itype, defaults, bool(allowed)),
             )
         )
     return AccountResult(account=account, integrations=tuple(results), findings=tuple(found))
+
+
+def choices(
+    itype: catalog.IntegrationType, defaults: declarations.IntegrationDefaults, allowed: bool
+) -> dict[str, Any]:
+    """What an account may set: ``{"overrides_allowed": bool, "fields": {field: schema}}``.
+
+    Each field's schema is its JSON Schema from schemas/integrations/ (type,
+    range, enum, pattern, description), with ``enum`` narrowed to the global's
+    ``allowedValues`` where it lists some; ``fields`` is empty when the plan may
+    not override. The same rules ``screen_overrides`` applies, so a value
+    chosen from here is accepted.
+    """
+    if not allowed:
+        return {"overrides_allowed": False, "fields": {}}
+    fields: dict[str, Any] = {}
+    for field in itype.fields:
+        schema = dict(itype.schema["properties"][field])
+        if field in defaults.allowed_values:
+            schema["enum"] = list(defaults.allowed_values[field])
+        fields[field] = schema
+    return {"overrides_allowed": True, "fields": fields}
+
+
+# (id of the integration type, allowed, allowedValues) -> (that type, choices,
+# their JSON). Every account of a global shares a handful of these; the type is
+# kept so its id is not reused while the entry lives, and checked on a hit.
+_CHOICES: dict[tuple[Any, ...], tuple[catalog.IntegrationType, dict[str, Any], str]] = {}
+
+
+def _shared_choices(
+    itype: catalog.IntegrationType, defaults: declarations.IntegrationDefaults, allowed: bool
+) -> dict[str, Any]:
+    key = (id(itype), allowed, tuple(sorted(defaults.allowed_values.items())) if allowed else ())
+    hit = _CHOICES.get(key)
+    if hit is None or hit[0] is not itype:
+        value = choices(itype, defaults, allowed)
+        if len(_CHOICES) >= 256:  # globals come and go: keep it small
+            _CHOICES.clear()
+        hit = _CHOICES[key] = (itype, value, rendering.canonical_json(value)[:-1])
+    return {"choices": hit[1], "choices_json": hit[2]}
 
 
 def screen_overrides(

@@ -64,6 +64,8 @@ func main() {
 		os.Exit(runPKI(os.Args[1:]))
 	case "serve":
 		os.Exit(runServe(os.Args[1:]))
+	case "kstatus", "lua", "flux-cel":
+		os.Exit(runHealth(sub, os.Args[1:]))
 	case "version":
 		printVersions()
 	case "-h", "--help", "help":

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.core import catalog as catalog_
-from controller.core import findings, merging
+from controller.core import findings, merging, rendering
 from tests.core import builders
 
 Reason = findings.Reason
@@ -39,6 +39,67 @@ def reasons(result: merging.AccountResult) -> list[str]:
     return [f.reason.value for f in result.findings]
 
 
+# The tenant's choices: the schema of each overridable field, the global's
+# allowedValues as its enum.
+OPENAI_CHOICES = {
+    "overrides_allowed": True,
+    "fields": {
+        "model": {
+            "type": "string",
+            "description": "Chat model name, e.g. gpt-4o-mini.",
+            "minLength": 1,
+            "maxLength": 128,
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@/-]*$",
+            "enum": ["gpt-4o-mini", "gpt-4o", "gpt-4.1"],
+        },
+        "temperature": {
+            "type": "number",
+            "description": "Sampling temperature, from 0 (deterministic) to 2.",
+            "minimum": 0,
+            "maximum": 2,
+        },
+        "max_tokens": {
+            "type": "integer",
+            "description": "Upper bound on tokens generated per request; a positive integer.",
+            "minimum": 1,
+            "maximum": 1000000,
+        },
+    },
+}
+
+
+def test_choices_follow_the_plan_and_the_global(catalog: catalog_.Catalog) -> None:
+    assert doc(merge(catalog, plan="free"), "openai")["choices"] == {
+        "overrides_allowed": False,
+        "fields": {},
+    }
+    assert doc(merge(catalog, plan="enterprise"), "openai")["choices"]["fields"] == {}
+    image = doc(merge(catalog), "image_generation")["choices"]["fields"]
+    assert image["service"]["enum"] == ["openai", "runware"]  # from the schema
+    assert image["sizes"]["additionalProperties"]["pattern"] == "^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
+    narrowed = builders.global_body()
+    narrowed["spec"]["integrations"]["openai"]["allowedValues"] = {
+        "model": ["gpt-4o-mini", "gpt-4.1"]
+    }
+    model = doc(merge(catalog, global_body=narrowed), "openai")["choices"]["fields"]["model"]
+    assert model["enum"] == ["gpt-4o-mini", "gpt-4.1"]
+
+
+def test_every_offered_choice_is_accepted(catalog: catalog_.Catalog) -> None:
+    """What ``choices`` offers, the merge applies: the dropdown and slider never lie."""
+    for type_ in ("openai", "image_generation"):
+        fields = doc(merge(catalog), type_)["choices"]["fields"]
+        for field, schema in fields.items():
+            for value in schema.get("enum", ()):
+                applied = doc(merge(catalog, {type_: {field: value}}), type_)
+                assert applied[field] == value and applied["overridden"] == [field], (field, value)
+    for temperature in (0, 2):
+        assert doc(merge(catalog, {"openai": {"temperature": temperature}}), "openai")[
+            "overridden"
+        ] == ["temperature"]
+    assert doc(merge(catalog, {"openai": {"temperature": 2.1}}), "openai")["overridden"] == []
+
+
 # Rule 1 and 6: override if present and allowed, else the default; no object = defaults.
 
 
@@ -52,6 +113,7 @@ def test_new_account_gets_every_default(catalog: catalog_.Catalog) -> None:
         "max_tokens": 8192,
         "using_global": True,
         "overridden": [],
+        "choices": OPENAI_CHOICES,
     }
     assert result.findings == ()
 
@@ -265,3 +327,22 @@ def test_output_is_canonical_and_stable(catalog: catalog_.Catalog) -> None:
     assert a.data == b.data and a.content_hash == b.content_hash
     text = a.data["openai.json"]
     assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def test_json_is_the_canonical_json_of_the_document(catalog: catalog_.Catalog) -> None:
+    """The shared, pre-encoded choices change no byte, whatever the field names."""
+    for plan in ("pro", "free"):
+        result = merge(catalog, {"openai": {"model": "gpt-4o"}}, plan=plan)
+        for integration in result.integrations:
+            assert integration.json() == rendering.canonical_json(integration.document())
+    choices = {"overrides_allowed": True, "fields": {"aspect": {"type": "number"}}}
+    before_choices = merging.EffectiveIntegration(
+        type="x",
+        enabled=True,
+        values={"aspect": 1.5},  # sorts before "choices": the whole document is encoded
+        overridden=(),
+        choices=choices,
+        choices_json=rendering.canonical_json(choices)[:-1],
+    )
+    assert before_choices.json() == rendering.canonical_json(before_choices.document())
+    assert before_choices.json().startswith('{"aspect":1.5,"choices":')

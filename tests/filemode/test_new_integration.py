@@ -54,6 +54,8 @@ def test_a_schema_file_adds_an_integration(tmp_path: pathlib.Path) -> None:
     assert done.returncode == 1  # voice: whisper is not one of the schema's voices
     assert 'spec.overrides.voice: rejected: must be one of "alloy", "echo"' in done.stderr
     speech = json.loads((tmp_path / "out" / "acct-123" / "speech.json").read_text())
+    # The new type's choices come from its schema, with no code of its own.
+    assert list(speech.pop("choices")["fields"]) == ["speed", "voice"]
     assert speech == {
         "id": "speech",
         "enabled": True,

@@ -21,7 +21,9 @@ def test_examples_render_the_seed_table(
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ACCOUNTS
 
     # Scenario 2 (customise) and the seed's rows 100-102.
-    assert effective(out, "acct-123", "openai") == {
+    openai_123 = effective(out, "acct-123", "openai")
+    choices = openai_123.pop("choices")
+    assert openai_123 == {
         "id": "openai",
         "enabled": True,
         "model": "gpt-4o",
@@ -29,6 +31,16 @@ def test_examples_render_the_seed_table(
         "max_tokens": 8192,
         "using_global": False,
         "overridden": ["model", "temperature"],
+    }
+    # What the tenant may choose: the global's allowedValues, the schema's range.
+    assert choices["overrides_allowed"] is True
+    assert list(choices["fields"]) == ["max_tokens", "model", "temperature"]
+    assert choices["fields"]["model"]["enum"] == ["gpt-4o-mini", "gpt-4o", "gpt-4.1"]
+    temperature = choices["fields"]["temperature"]
+    assert (temperature["type"], temperature["minimum"], temperature["maximum"]) == ("number", 0, 2)
+    assert effective(out, "acct-free", "openai")["choices"] == {
+        "overrides_allowed": False,
+        "fields": {},
     }
     image = effective(out, "acct-123", "image_generation")
     assert (image["service"], image["model"], image["using_global"]) == (
@@ -258,3 +270,14 @@ def test_unwritable_output_is_reported_and_old_files_kept(
     # Writable again: the next pass catches up.
     assert cli("reconcile", declarations, "--output", out).returncode == 0
     assert effective(out, "acct-789", "openai")["max_tokens"] == 9000
+
+
+def test_readme_shows_the_current_openai_json(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """The README's `cat out/acct-123/openai.json` is what reconcile writes, choices included."""
+    out = tmp_path / "out"
+    cli("reconcile", declarations, "--output", out)
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    shown = readme.split("$ cat out/acct-123/openai.json\n", 1)[1].split("\n", 1)[0]
+    assert shown + "\n" == (out / "acct-123" / "openai.json").read_text()
