@@ -19,7 +19,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/settings-controller watch examples --output out
+	$(BIN)/settings-controller watch examples --output-dir out
 
 test: lint typecheck imports
 	$(BIN)/pytest

@@ -85,6 +85,7 @@ class Reconciler:
         self._pending: set[str] = set()  # accounts with a retry scheduled
         self.renders = 0  # accounts rendered since start (running.py compacts after bursts)
         self._queue: dict[str, None] = {}  # accounts to render, in order, each once
+        self.metrics.count_queue(lambda: len(self._queue))
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -126,6 +127,7 @@ class Reconciler:
         for name in names:
             self.request(name)
         await self.drained()
+        self.metrics.full_pass_done()
         for namespace in list(self.views.overrides):
             if not self.views.tenants.get(namespace):
                 await self.namespace(namespace)
@@ -222,7 +224,7 @@ class Reconciler:
             outcome = await self._account(name)
             self.renders += 1
             self.metrics.duration.observe(time.perf_counter() - started)
-            self.metrics.reconciles.labels(outcome).inc()
+            self.metrics.reconciled(name, outcome)
 
     async def global_status(self) -> None:
         for name in list(self.views.globals):

@@ -48,6 +48,7 @@ class Options:
     resync: float  # seconds between full passes that catch anything missed
     keys_timeout: float  # how long start-up waits for the first listing of key Secrets
     verbose: bool
+    metrics_address: str = "0.0.0.0"  # the interface metrics_port listens on
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -88,7 +89,7 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
     client = clients.Client.connect(options.kubeconfig)
     meter: metrics.Metrics = memo.metrics
     if options.metrics_port:
-        meter.serve(options.metrics_port)
+        meter.serve(options.metrics_port, options.metrics_address)
     memo.client = client
     # Stand by until this replica holds the Lease. kopf runs startup handlers
     # before it starts any watch (its root tasks wait for them), so a standby
