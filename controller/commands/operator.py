@@ -7,7 +7,6 @@ import os
 import pathlib
 from typing import Any
 
-from controller.cluster import metrics, running
 from controller.commands import common
 
 DEFAULT_NAMESPACE = "settings-controller-system"
@@ -57,6 +56,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: kopf and aiohttp take most of a second to import, which every
+    # other subcommand (and `get`, answered in milliseconds) would otherwise pay.
+    from controller.cluster import metrics, running
+
     try:
         metrics_at = metrics.parse_bind_address(args.metrics_bind_address)
         probe_at = metrics.parse_bind_address(args.health_probe_bind_address)

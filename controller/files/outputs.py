@@ -188,6 +188,8 @@ class OutputDir:
                 " namespace TEXT PRIMARY KEY, account TEXT NOT NULL,"
                 " sources TEXT NOT NULL, files TEXT NOT NULL)"
             )
+            # `get ACCOUNT --output-dir OUT` finds an account's record by name.
+            db.execute("CREATE INDEX IF NOT EXISTS records_by_account ON records (account)")
             db.execute(f"PRAGMA user_version={STATE_VERSION}")
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
