@@ -34,9 +34,13 @@ typecheck: $(VENV)/.installed-dev
 imports: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
-# Regenerates deploy/crd and the key-name policy from schemas/ (a test fails on drift).
+# Regenerates deploy/crd and the key-name policy from schemas/, then deploy/install.yaml and
+# the Helm chart's templates from `kubectl kustomize deploy/` (the harness's kubectl, built
+# from Go modules). Tests fail on drift.
 manifests: $(VENV)/.installed
 	$(BIN)/settings-controller crds --output-dir deploy/crd --policy-file deploy/policy/no-keys-in-overrides.yaml
+	$(CLUSTER_CTL) build
+	$(BIN)/python deploy/chart/generate.py --kubectl $${KUBE_HARNESS_DIR:-.cluster}/bin/kubectl
 
 # Benchmarks, 20-30 minutes: not part of `make test` (see tests/bench/README.md).
 bench: $(VENV)/.installed-dev
