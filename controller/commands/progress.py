@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import TextIO
 
 _INTERVAL = 0.1  # seconds between redraws
+_QUIET = 0.5  # a pass shorter than this shows no line at all (no flicker on small passes)
 
 
 class Progress:
@@ -23,6 +24,7 @@ class Progress:
         self._stage_started = 0.0
         self._drawn = 0.0
         self._width = 0
+        self._created = time.monotonic()
 
     @classmethod
     def for_stderr(cls, label: str) -> Progress:
@@ -33,6 +35,8 @@ class Progress:
         if self.stream is None:
             return
         now = time.monotonic()
+        if now - self._created < _QUIET:
+            return
         if stage != self._stage:
             self._stage, self._stage_started = stage, now
         elif now - self._drawn < _INTERVAL and done < total:
