@@ -67,6 +67,11 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             format="%(asctime)s %(levelname)s %(message)s",
             stream=sys.stderr,
         )
+        if not args.verbose:
+            # The HTTP client logs every request at INFO: `get` from a cluster would
+            # print three lines around its table.
+            for name in ("httpx2", "httpx"):
+                logging.getLogger(name).setLevel(logging.WARNING)
         code: int = args.handler(args)
         # Inside the try: a reader that went away shows up here at the latest.
         sys.stdout.flush()

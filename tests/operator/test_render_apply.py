@@ -1,4 +1,5 @@
-"""``settings-controller render examples | kubectl apply -f -`` against the real API server."""
+"""``settings-controller render examples | kubectl apply -f -`` against the real API server, and
+``get --kubeconfig`` reading back what it applied: the same table as from the files."""
 
 from __future__ import annotations
 
@@ -52,5 +53,34 @@ def test_render_pipes_into_kubectl_apply(kube: Kube) -> None:
         )
         assert json.loads(cm["data"]["openai.json"])["model"] == "gpt-4o"
         assert cm["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "settings-controller"
+        # The Accounts too: `get --kubeconfig` shows the same table as from the files.
+        kube.kubectl("apply", "-R", "-f", str(EXAMPLES), check=False)
+        for args in (("acct-456", "openai"), ("acct-123",)):
+            cluster = subprocess.run(
+                [str(support.CLI), "get", *args, "--kubeconfig", str(kube.kubeconfig)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert cluster.returncode == 0, cluster.stderr
+            assert cluster.stderr == ""  # no HTTP request log lines around the table
+            files = subprocess.run(
+                [str(support.CLI), "get", *args, "-d", str(EXAMPLES)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            table, status = cluster.stdout.split("\nSTATUS\n")
+            assert table == files.stdout
+            assert status.startswith(f"  Account {args[0]}: ")
+        missing = subprocess.run(
+            [str(support.CLI), "get", "acct-nobody", "--kubeconfig", str(kube.kubeconfig)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert missing.returncode == 1
+        assert missing.stderr == "settings-controller: error: account 'acct-nobody' not found\n"
     finally:
+        kube.kubectl("delete", "account", *ACCOUNTS, "--ignore-not-found", "--wait=false")
         kube.kubectl("delete", "namespace", *ACCOUNTS, "--ignore-not-found", "--wait=false")
