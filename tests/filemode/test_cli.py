@@ -262,3 +262,26 @@ def test_render_errors_go_to_stderr_and_valid_accounts_still_print(
     assert "acct-456.yaml" in done.stderr and "error" in done.stderr
     namespaces = [d["metadata"]["namespace"] for d in yaml.safe_load_all(done.stdout) if d]
     assert namespaces == [ns for ns in ACCOUNTS if ns != "acct-456"]
+
+
+def test_watch_takes_the_deprecated_output_spelling_too(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [str(CLI), "watch", str(EXAMPLES), "--output", str(out), "--resync", "3600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "acct-123" / "openai.json").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.splitlines()[0] == (
+        f"settings-controller: warning: --output OUT is deprecated for watch, use "
+        f"--output-dir {out} (-o/--output is an output format)"
+    )
