@@ -17,6 +17,7 @@ import shtab
 import yaml
 
 from controller.commands import common, views
+from controller.core import catalog
 
 BADGE_GLOBAL = "Using platform defaults"
 BADGE_CUSTOM = "Custom settings"
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     return _show(args, cat, view)
 
 
-def _from_declarations(args: argparse.Namespace, cat: Any) -> views.AccountView | None:
+def _from_declarations(args: argparse.Namespace, cat: catalog.Catalog) -> views.AccountView | None:
     reconciler, report, result = views.from_declarations(
         cat, args.declarations, args.account, args.output_dir
     )
@@ -106,7 +107,7 @@ def _from_declarations(args: argparse.Namespace, cat: Any) -> views.AccountView 
     return views.from_result(result)
 
 
-def _show(args: argparse.Namespace, cat: Any, view: views.AccountView) -> int:
+def _show(args: argparse.Namespace, cat: catalog.Catalog, view: views.AccountView) -> int:
     chosen = [i for i in view.integrations if args.type in (None, i.type)]
     if args.output == "table":
         print(_table(cat, view, chosen), end="")
@@ -128,7 +129,7 @@ def _show(args: argparse.Namespace, cat: Any, view: views.AccountView) -> int:
     return 0
 
 
-def _table(cat: Any, view: views.AccountView, chosen: list[views.Integration]) -> str:
+def _table(cat: catalog.Catalog, view: views.AccountView, chosen: list[views.Integration]) -> str:
     lines = []
     for integration in chosen:
         badge = BADGE_GLOBAL if integration.using_global else BADGE_CUSTOM
