@@ -19,7 +19,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/settings-controller watch examples --output out
+	$(BIN)/settings-controller watch examples --output-dir out
 
 test: lint typecheck imports
 	$(BIN)/pytest
@@ -34,9 +34,13 @@ typecheck: $(VENV)/.installed-dev
 imports: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
-# Regenerates deploy/crd and the admission policies from schemas/ (a test fails on drift).
+# Regenerates deploy/crd and the admission policies from schemas/, then deploy/install.yaml and
+# the Helm chart's templates from `kubectl kustomize deploy/` (the harness's kubectl, built
+# from Go modules). Tests fail on drift.
 manifests: $(VENV)/.installed
 	$(BIN)/settings-controller crds --output-dir deploy/crd --policy-file deploy/policy/generated.yaml
+	$(CLUSTER_CTL) build
+	$(BIN)/python deploy/chart/generate.py --kubectl $${KUBE_HARNESS_DIR:-.cluster}/bin/kubectl
 
 # Benchmarks, 20-30 minutes: not part of `make test` (see tests/bench/README.md).
 bench: $(VENV)/.installed-dev

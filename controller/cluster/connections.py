@@ -44,12 +44,8 @@ ANNOTATION = f"{catalog.GROUP}/test-connection"
 Outcome = connections.Outcome
 Reason = connections.Reason
 
-# Default seconds between re-checks of a key that answered. Five minutes: a revoked
-# key shows within the time a person takes to notice a failing workload, rotations
-# and the annotation are checked at once anyway, and 3 keys x 12 calls an hour is
-# nothing against any provider's rate limit (OpenAI's lowest tier allows 500 a minute).
-DEFAULT_INTERVAL = 300.0
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_INTERVAL = connections.DEFAULT_INTERVAL
+DEFAULT_TIMEOUT = connections.DEFAULT_TIMEOUT
 CONCURRENCY = 4  # checks in flight at once: there are a handful of keys, not thousands
 _STATUS_WRITES = 16  # account status patches in flight after a transition
 

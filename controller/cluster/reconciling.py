@@ -135,13 +135,13 @@ class Reconciler:
         self._written: dict[tuple[str, str], tuple[str, str]] = {}
         self._last_global: declarations.GlobalSettings | None = None
         self.renders = 0  # namespaces synced since start (running.py compacts after bursts)
+        meter.count_queue(lambda: self.queue.depth, self.queue.oldest)
 
     # --- what handlers and watches call -----------------------------------------
 
     def request(self, namespace: str) -> None:
         """Sync ``namespace`` soon (once, if it is already waiting)."""
         self.queue.add(namespace)
-        self.metrics.queue_depth.set(self.queue.depth)
 
     async def account_changed(
         self, name: str, body: Mapping[str, Any], deleted: bool = False
@@ -211,6 +211,7 @@ class Reconciler:
         for namespace in sorted(namespaces):
             self.request(namespace)
         await self.queue.settled()
+        self.metrics.full_pass_done()
 
     async def outputs_changed(self, kind: str, changes: Collection[generated.Change]) -> None:
         """Generated objects changed: repair them unless it is the echo of our own write."""
@@ -281,9 +282,8 @@ class Reconciler:
         try:
             outcome = await self._sync(namespace)
         finally:
-            self.metrics.reconciles.labels(outcome).inc()
+            self.metrics.reconciled(namespace, outcome)
             self.renders += 1
-            self.metrics.queue_depth.set(self.queue.depth)
             self.metrics.duration.observe(time.perf_counter() - started)
 
     async def _sync(self, namespace: str) -> str:

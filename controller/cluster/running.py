@@ -50,6 +50,7 @@ class Options:
     verbose: bool
     verify_interval: float = connections.DEFAULT_INTERVAL  # key checks; 0: off
     verify_timeout: float = connections.DEFAULT_TIMEOUT
+    metrics_address: str = "0.0.0.0"  # the interface metrics_port listens on
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -90,7 +91,7 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
     client = clients.Client.connect(options.kubeconfig, memo.catalog)
     meter: metrics.Metrics = memo.metrics
     if options.metrics_port:
-        meter.serve(options.metrics_port)
+        meter.serve(options.metrics_port, options.metrics_address)
     memo.client = client
     # Stand by until this replica holds the Lease. kopf runs startup handlers
     # before it starts any watch (its root tasks wait for them), so a standby

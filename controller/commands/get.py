@@ -1,40 +1,92 @@
-"""``get ACCOUNT [TYPE] --declarations DIR``: an account's effective settings, with the badge."""
+"""``get ACCOUNT [TYPE]``: an account's effective settings, with the badge and each field's source.
+
+From declarations (``-d DIR``, fast with the record of ``--output-dir OUT``) or
+from a cluster (the default, as ``kubectl`` would: ``--kubeconfig``, else
+``$KUBECONFIG``); the same table either way.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 from typing import Any
 
+import shtab
 import yaml
 
-from controller.commands import common
-from controller.core import merging
-from controller.files import reconciling
+from controller.commands import common, views
+from controller.core import catalog
 
 BADGE_GLOBAL = "Using platform defaults"
 BADGE_CUSTOM = "Custom settings"
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("get", help="show one account's effective settings")
+    parser = sub.add_parser(
+        "get",
+        help="show one account's effective settings",
+        description="Show one account's effective settings: from declarations with -d DIR, "
+        "else from the cluster of --kubeconfig (default $KUBECONFIG, ~/.kube/config).",
+    )
     parser.add_argument("account", metavar="ACCOUNT", help="the Account's name")
     parser.add_argument(
         "type", nargs="?", metavar="TYPE", help="one integration type (default: all)"
     )
     parser.add_argument(
-        "--declarations", "-d", required=True, type=common.existing_dir, metavar="DIR"
-    )
-    parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+        "--declarations",
+        "-d",
+        type=common.existing_dir,
+        metavar="DIR",
+        help="read declarations under DIR instead of a cluster",
+    ).complete = shtab.DIRECTORY
+    parser.add_argument(
+        "--output-dir",
+        type=pathlib.Path,
+        metavar="OUT",
+        help="with -d: read only the files that fed the account in the last pass writing OUT "
+        "(files added since are not seen)",
+    ).complete = shtab.DIRECTORY
+    parser.add_argument(
+        "--kubeconfig",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="the cluster to read (default: $KUBECONFIG, else ~/.kube/config)",
+    ).complete = shtab.FILE
+    parser.add_argument("-o", "--output", choices=common.FORMATS, default="table")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cat = common.load_catalog()
-    reconciler = reconciling.Reconciler(cat, args.declarations)
-    report = reconciler.run()
-    result = next((r for r in reconciler.results.values() if r.account.name == args.account), None)
+    if args.type is not None and args.type not in cat.integrations:
+        print(
+            f"settings-controller: error: unknown integration type {args.type!r} "
+            f"(one of {', '.join(cat.integrations)})",
+            file=sys.stderr,
+        )
+        return 2
+    if args.declarations is None:
+        if args.output_dir is not None:
+            raise common.UsageError("get: --output-dir needs -d DIR")
+        try:
+            view = views.from_cluster(args.kubeconfig, args.account)
+        except views.NotFound as e:
+            print(f"settings-controller: error: {e}", file=sys.stderr)
+            return 1
+    else:
+        found = _from_declarations(args, cat)
+        if found is None:
+            return 1
+        view = found
+    return _show(args, cat, view)
+
+
+def _from_declarations(args: argparse.Namespace, cat: catalog.Catalog) -> views.AccountView | None:
+    reconciler, report, result = views.from_declarations(
+        cat, args.declarations, args.account, args.output_dir
+    )
     mine = [
         item
         for item in report.findings
@@ -50,20 +102,17 @@ def run(args: argparse.Namespace) -> int:
             f"in {args.declarations}",
             file=sys.stderr,
         )
-        return 1
-    if args.type is not None and args.type not in cat.integrations:
-        print(
-            f"settings-controller: error: unknown integration type {args.type!r} "
-            f"(one of {', '.join(cat.integrations)})",
-            file=sys.stderr,
-        )
-        return 2
-    chosen = [i for i in result.integrations if args.type in (None, i.type)]
+        return None
     common.print_findings(item for item in mine if item.finding.ref is not None)
+    return views.from_result(result)
+
+
+def _show(args: argparse.Namespace, cat: catalog.Catalog, view: views.AccountView) -> int:
+    chosen = [i for i in view.integrations if args.type in (None, i.type)]
     if args.output == "table":
-        print(_table(result, chosen), end="")
+        print(_table(cat, view, chosen), end="")
     else:
-        docs: Any = {i.type: i.document() for i in chosen}
+        docs: Any = {i.type: dict(i.document) for i in chosen}
         if args.type is not None:
             docs = docs.get(args.type, {})
         if args.output == "json":
@@ -80,15 +129,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(result: merging.AccountResult, chosen: list[merging.EffectiveIntegration]) -> str:
+def _table(cat: catalog.Catalog, view: views.AccountView, chosen: list[views.Integration]) -> str:
     lines = []
-    account = result.account
     for integration in chosen:
         badge = BADGE_GLOBAL if integration.using_global else BADGE_CUSTOM
         state = "enabled" if integration.enabled else "disabled"
-        lines.append(f"{account.name} ({account.plan}) · {integration.type} · {state} · {badge}")
+        lines.append(f"{view.name} ({view.plan}) · {integration.type} · {state} · {badge}")
         rows = [("FIELD", "VALUE", "SOURCE")]
-        for field, value in integration.values.items():
+        for field, value in integration.values(cat):
             source = "account override" if field in integration.overridden else "platform default"
             shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
             rows.append((field, shown, source))
@@ -96,4 +144,6 @@ def _table(result: merging.AccountResult, chosen: list[merging.EffectiveIntegrat
         for field, value, source in rows:
             lines.append(f"  {field:<{widths[0]}}  {value:<{widths[1]}}  {source}".rstrip())
         lines.append("")
+    if view.statuses:
+        lines.extend(["STATUS", *(f"  {line}" for line in view.statuses), ""])
     return "\n".join(lines)

@@ -7,7 +7,8 @@ import os
 import pathlib
 from typing import Any
 
-from controller.cluster import connections, handlers, running
+from controller.commands import common
+from controller.core import connections
 
 DEFAULT_NAMESPACE = "settings-controller-system"
 
@@ -27,14 +28,21 @@ def register(sub: Any) -> None:
         f"{DEFAULT_NAMESPACE})",
     )
     parser.add_argument(
-        "--liveness",
-        default="http://0.0.0.0:8080/healthz",
-        metavar="URL",
-        help="kopf's liveness endpoint (default http://0.0.0.0:8080/healthz; '' for none)",
+        "--metrics-bind-address",
+        default=":9090",
+        metavar="HOST:PORT",
+        help="where /metrics listens, as controller-runtime's flag: ':9090' every interface "
+        "(the default), '127.0.0.1:9090' loopback only, '0' none",
     )
     parser.add_argument(
-        "--metrics-port", type=int, default=9090, help="Prometheus port (0: none; default 9090)"
+        "--health-probe-bind-address",
+        default=":8080",
+        metavar="HOST:PORT",
+        help="where the liveness probe /healthz listens (default ':8080'; '0' none)",
     )
+    # The spellings before the bind addresses, kept for existing manifests.
+    parser.add_argument("--liveness", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--concurrency", type=int, default=16, help="accounts rendered at once (default 16)"
     )
@@ -65,12 +73,27 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: kopf and aiohttp take most of a second to import, which every
+    # other subcommand (and `get`, answered in milliseconds) would otherwise pay.
+    from controller.cluster import handlers, metrics, running
+
+    try:
+        metrics_at = metrics.parse_bind_address(args.metrics_bind_address)
+        probe_at = metrics.parse_bind_address(args.health_probe_bind_address)
+    except ValueError as e:
+        raise common.UsageError(f"operator: {e}") from e
+    liveness = f"http://{probe_at[0]}:{probe_at[1]}/healthz" if probe_at else None
+    if args.liveness is not None:
+        liveness = args.liveness or None
+    if args.metrics_port is not None:
+        metrics_at = (metrics_at[0] if metrics_at else "0.0.0.0", args.metrics_port)
     running.run(
         running.Options(
             kubeconfig=args.kubeconfig,
             namespace=args.namespace,
-            liveness=args.liveness or None,
-            metrics_port=args.metrics_port,
+            liveness=liveness,
+            metrics_port=metrics_at[1] if metrics_at else 0,
+            metrics_address=metrics_at[0] if metrics_at else "",
             concurrency=args.concurrency,
             resync=args.resync,
             keys_timeout=30.0,

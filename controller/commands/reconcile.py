@@ -1,45 +1,64 @@
-"""``reconcile DIR --output OUT``: one pass of file mode."""
+"""``reconcile DIR --output-dir OUT``: one pass of file mode."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import pathlib
 from typing import Any
 
-from controller.commands import common
+import shtab
+import yaml
+
+from controller.commands import common, progress
 from controller.files import outputs, reconciling
 
 log = logging.getLogger("settings_controller")
+
+FORMATS = ("json", "yaml")
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "reconcile", help="one pass: write the effective settings of every account"
     )
-    parser.add_argument("directory", type=common.existing_dir, metavar="DIR", help="declarations")
     parser.add_argument(
-        "--output",
-        "-o",
-        required=True,
-        type=pathlib.Path,
-        metavar="OUT",
-        help="where ConfigMap manifests and JSON files are written",
-    )
+        "directory", type=common.existing_dir, metavar="DIR", help="declarations"
+    ).complete = shtab.DIRECTORY
+    common.add_output_dir(parser, FORMATS)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    out = common.output_dir(args, FORMATS)
     reconciler = reconciling.Reconciler(
-        common.load_catalog(), args.directory, outputs.OutputDir(args.output)
+        common.load_catalog(), args.directory, outputs.OutputDir(out)
     )
-    report = reconciler.run()
+    with progress.Progress.for_stderr("reconcile") as meter:
+        reconciler.progress = meter.update
+        report = reconciler.run()
     common.print_findings(report.findings)
-    for namespace in report.written:
-        log.info("wrote %s", args.output / namespace)
+    listed = args.verbose or len(report.written) + len(report.removed) <= common.LIST_LIMIT
+    for namespace in report.written if listed else ():
+        log.info("wrote %s", out / namespace)
     for namespace in report.kept:
         log.warning("kept last good output of %s: its declarations have errors", namespace)
-    for namespace in report.removed:
-        log.info("removed %s: its account is no longer declared", args.output / namespace)
+    for namespace in report.removed if listed else ():
+        log.info("removed %s: its account is no longer declared", out / namespace)
     log.info("reconciled %d accounts: %s", len(reconciler.results), common.summary(report))
+    if args.output is not None:
+        document = {
+            "accounts": len(reconciler.results),
+            "written": report.written,
+            "unchanged": report.unchanged,
+            "kept": report.kept,
+            "removed": report.removed,
+            "errors": len(report.errors),
+            "findings": [item.as_dict() for item in report.findings],
+            "seconds": round(report.seconds, 3),
+        }
+        if args.output == "json":
+            print(json.dumps(document, indent=2))
+        else:
+            print(yaml.safe_dump(document, sort_keys=False), end="")
     return report.exit_code

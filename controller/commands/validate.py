@@ -9,6 +9,8 @@ import pathlib
 import sys
 from typing import Any
 
+import yaml
+
 from controller.commands import common
 from controller.core import findings
 from controller.files import loading, reconciling
@@ -20,9 +22,9 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        choices=("text", "json"),
+        choices=("text", "json", "yaml"),
         default="text",
-        help="text (file:line: message) or json for machines",
+        help="text (file:line: message), or json or yaml for machines",
     )
     parser.set_defaults(handler=run)
 
@@ -45,17 +47,16 @@ def run(args: argparse.Namespace) -> int:
         )
         for raw in missing
     ] + report.findings
-    if args.output == "json":
-        json.dump(
-            {
-                "files": len(files),
-                "errors": sum(p.finding.is_error for p in problems),
-                "findings": [p.as_dict() for p in problems],
-            },
-            sys.stdout,
-            indent=2,
-        )
-        print()
+    if args.output != "text":
+        document = {
+            "files": len(files),
+            "errors": sum(p.finding.is_error for p in problems),
+            "findings": [p.as_dict() for p in problems],
+        }
+        if args.output == "json":
+            print(json.dumps(document, indent=2))
+        else:
+            print(yaml.safe_dump(document, sort_keys=False), end="")
     else:
         common.print_findings(problems, sys.stdout)
         errors = sum(p.finding.is_error for p in problems)

@@ -25,6 +25,13 @@ from controller.core import catalog, credentials, declarations, merging
 
 CONNECTED = "Connected"
 
+# Default seconds between re-checks of a key that answered. Five minutes: a revoked
+# key shows within the time a person takes to notice a failing workload, rotations
+# and the annotation are checked at once anyway, and 3 keys x 12 calls an hour is
+# nothing against any provider's rate limit (OpenAI's lowest tier allows 500 a minute).
+DEFAULT_INTERVAL = 300.0
+DEFAULT_TIMEOUT = 10.0  # seconds one key check may take
+
 
 class Reason(enum.StrEnum):
     VERIFIED = "Verified"

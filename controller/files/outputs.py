@@ -188,6 +188,8 @@ class OutputDir:
                 " namespace TEXT PRIMARY KEY, account TEXT NOT NULL,"
                 " sources TEXT NOT NULL, files TEXT NOT NULL)"
             )
+            # `get ACCOUNT --output-dir OUT` finds an account's record by name.
+            db.execute("CREATE INDEX IF NOT EXISTS records_by_account ON records (account)")
             db.execute(f"PRAGMA user_version={STATE_VERSION}")
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
@@ -325,3 +327,26 @@ class OutputDir:
             raise OutputError(self.state_path, f"cannot write state: {e}") from e
         self._changed.clear()
         return True
+
+
+def lookup(root: pathlib.Path, account: str) -> tuple[str, Record] | None:
+    """The namespace and record of ``account`` in ``root``'s record, without loading the rest.
+
+    For ``get``: one query instead of reading every record (~100 ms at 100,000).
+    Read-only, so a running ``watch`` writing the same database is not disturbed.
+    """
+    path = root / STATE_DIR / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute(
+                "SELECT namespace, account, sources, files FROM records WHERE account = ? LIMIT 1",
+                (account,),
+            ).fetchone()
+    except sqlite3.Error:
+        return None  # no usable record: the caller reads the declarations
+    if row is None:
+        return None
+    namespace, name, sources, files = row
+    return namespace, Record(name, json.loads(sources), json.loads(files))

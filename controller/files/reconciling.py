@@ -97,6 +97,8 @@ class Reconciler:
         self.stamps: dict[str, tuple[int, ...]] = {}
         self._locations: dict[tuple[findings.Finding, object], Located] = {}
         self._scanned = False
+        # Told (stage, done, total) as files are read and outputs written: the CLI's progress line.
+        self.progress: Callable[[str, int, int], None] | None = None
 
     def run(self, changed: Iterable[str] | None = None) -> PassReport:
         """A pass over everything (``changed=None``) or after the given relative paths changed."""
@@ -147,7 +149,10 @@ class Reconciler:
             self._scanned = True
         affected: set[str] = set()
         everything = first
-        for rel in sorted(set(changed)):
+        todo = sorted(set(changed))
+        for done, rel in enumerate(todo):
+            if self.progress is not None and done % 256 == 0:
+                self.progress("read", done, len(todo))
             before = self.loaded.pop(rel, None)
             self.stamps.pop(rel, None)
             stamp = _stamp(self.root / rel) if self._wanted(rel) else None
@@ -184,7 +189,10 @@ class Reconciler:
         bad = self.bad
         global_source = _path(inv.global_.source) if inv.global_ else None
         writes: list[tuple[str, Callable[[], bool]]] = []
-        for namespace in sorted(affected):
+        todo = sorted(affected)
+        for done, namespace in enumerate(todo):
+            if self.progress is not None and done % 256 == 0:
+                self.progress("merge", done, len(todo))
             account = inv.accounts.get(namespace)
             record = out.records.get(namespace) if out else None
             overrides = inv.overrides.get(namespace, {})
@@ -243,7 +251,11 @@ class Reconciler:
             batches = [writes[i : i + size] for i in range(0, len(writes), size)]
             with futures.ThreadPoolExecutor(_WRITERS, thread_name_prefix="write") as pool:
                 done = pool.map(lambda batch: [(ns, _outcome(a)) for ns, a in batch], batches)
-                outcomes = [item for batch in done for item in batch]
+                outcomes = []
+                for batch in done:
+                    outcomes.extend(batch)
+                    if self.progress is not None:
+                        self.progress("write", len(outcomes), len(writes))
         else:
             outcomes = [(ns, _outcome(action)) for ns, action in writes]
         for namespace, outcome in outcomes:

@@ -69,7 +69,7 @@ def cold_reconcile(n: int, work: pathlib.Path) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     done = subprocess.run(
-        [str(CLI), "reconcile", str(declarations), "--output", str(out)],
+        [str(CLI), "reconcile", str(declarations), "--output-dir", str(out)],
         capture_output=True,
         text=True,
     )
@@ -77,7 +77,7 @@ def cold_reconcile(n: int, work: pathlib.Path) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr[-2000:]
     started = time.perf_counter()
     again = subprocess.run(
-        [str(CLI), "reconcile", str(declarations), "--output", str(out)],
+        [str(CLI), "reconcile", str(declarations), "--output-dir", str(out)],
         capture_output=True,
         text=True,
     )
@@ -95,7 +95,7 @@ def watch_latency(n: int, edits: int, work: pathlib.Path) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     log = (work / "watch.log").open("w")
     process = subprocess.Popen(
-        [str(CLI), "watch", str(declarations), "--output", str(out)],
+        [str(CLI), "watch", str(declarations), "--output-dir", str(out)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -323,8 +323,8 @@ class Operator:
                     "operator",
                     f"--kubeconfig={self.info.operator_kubeconfig}",
                     f"--namespace={OPERATOR_NAMESPACE}",
-                    f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
-                    f"--metrics-port={self.metrics_port}",
+                    f"--health-probe-bind-address=127.0.0.1:{self.health_port}",
+                    f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
                     f"--concurrency={self.concurrency}",
                     "--resync=86400",
                     "--verify-interval=0",  # no key checks: no traffic to the providers

@@ -4,7 +4,7 @@
 CLUSTER_PYTHON ?= python3
 CLUSTER_CTL     = $(CLUSTER_PYTHON) tests/cluster/controlplane.py
 
-.PHONY: cluster-up cluster-down cluster-status cluster-build cluster-test
+.PHONY: cluster-up cluster-down cluster-status cluster-build cluster-test helm-build
 
 # Builds .cluster/bin/kube-harness (+ kubectl), starts the control plane in the
 # background, waits for /readyz and writes .cluster/kubeconfig{,-tenant,-operator}.
@@ -21,6 +21,10 @@ cluster-status:
 
 cluster-build:
 	$(CLUSTER_CTL) build
+
+# .cluster/bin/helm from tests/cluster/helm (its own Go module): the chart tests use it.
+helm-build:
+	$(CLUSTER_CTL) build-helm
 
 # The control-plane tests alone, in the project's virtualenv (tests/conftest.py
 # imports the project and loads tests.cluster.fixtures).

@@ -45,6 +45,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = Path(__file__).resolve().parent
 HARNESS_NAME = "kube-harness"
+# helm, for the chart tests: its own module, so its dependencies never move the harness's.
+HELM_MODULE_DIR = MODULE_DIR / "helm"
+HELM_PACKAGE = "helm.sh/helm/v3/cmd/helm"
 
 OPERATOR_NAMESPACE = "settings-controller-system"
 OPERATOR_SERVICEACCOUNT = "settings-controller"
@@ -218,6 +221,27 @@ def build(paths: Paths | None = None) -> Path:
         paths.kubectl.unlink()
     paths.kubectl.symlink_to(HARNESS_NAME)
     return paths.harness
+
+
+def build_helm(paths: Paths | None = None) -> Path:
+    """Build helm (``helm.sh/helm/v3/cmd/helm``, the ``tool`` of its own module in
+    tests/cluster/helm, so the harness's go.mod is untouched) into .cluster/bin/helm."""
+    paths = paths or Paths()
+    go = go_binary()
+    if go is None:
+        raise ControlPlaneError("go not found on PATH: it is needed to build helm")
+    paths.bin.mkdir(parents=True, exist_ok=True)
+    target = paths.bin / "helm"
+    cmd = [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(target), HELM_PACKAGE]
+    log(f"building {target} (go build in {HELM_MODULE_DIR})")
+    started = time.monotonic()
+    env = dict(os.environ)
+    env.setdefault("GOTOOLCHAIN", "local")
+    proc = subprocess.run(cmd, cwd=HELM_MODULE_DIR, env=env, check=False)
+    if proc.returncode != 0:
+        raise ControlPlaneError(f"go build of helm failed with exit code {proc.returncode}")
+    log(f"built in {time.monotonic() - started:.1f}s")
+    return target
 
 
 # --- running instance ----------------------------------------------------------
@@ -577,7 +601,7 @@ def down(paths: Paths | None = None) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status", "build"])
+    parser.add_argument("command", choices=["up", "down", "status", "build", "build-helm"])
     parser.add_argument("--timeout", type=float, default=600.0, help="start-up timeout (s)")
     parser.add_argument("--no-build", action="store_true", help="use the existing binary")
     args = parser.parse_args(argv)
@@ -585,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             build(paths)
+        elif args.command == "build-helm":
+            build_helm(paths)
         elif args.command == "up":
             info = up(paths, timeout=args.timeout, rebuild=not args.no_build)
             print(f"server:     {info.server}")

@@ -117,7 +117,7 @@ def test_key_reaches_no_output_and_no_log(cli: RunCli, tmp_path: pathlib.Path) -
     (decl / "accounts" / "literal-global.yaml").unlink()
     logs: list[str] = []
 
-    done = cli("reconcile", decl, "--output", out)
+    done = cli("reconcile", decl, "--output-dir", out)
     logs += [done.stdout, done.stderr]
     assert done.returncode == 1
     assert (out / "pro" / "openai.json").is_file() and (out / "free" / "openai.json").is_file()
@@ -137,7 +137,7 @@ def test_key_reaches_no_output_and_no_log(cli: RunCli, tmp_path: pathlib.Path) -
     log_path = tmp_path / "watch.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(CLI), "watch", str(decl), "--output", str(out)],
+            [str(CLI), "watch", str(decl), "--output-dir", str(out)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

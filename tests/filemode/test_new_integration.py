@@ -46,7 +46,7 @@ def test_a_schema_file_adds_an_integration(tmp_path: pathlib.Path) -> None:
     )
     env = {**os.environ, "SETTINGS_CONTROLLER_SCHEMAS": str(schemas)}
     done = subprocess.run(
-        [str(CLI), "reconcile", str(decl), "--output", str(tmp_path / "out")],
+        [str(CLI), "reconcile", str(decl), "--output-dir", str(tmp_path / "out")],
         capture_output=True,
         text=True,
         env=env,

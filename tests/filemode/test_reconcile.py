@@ -16,7 +16,7 @@ def test_examples_render_the_seed_table(
     cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     out = tmp_path / "out"
-    done = cli("reconcile", declarations, "--output", out)
+    done = cli("reconcile", declarations, "--output-dir", out)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ACCOUNTS
 
@@ -68,7 +68,7 @@ def test_manifest_is_a_configmap_with_the_json_files(
     cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     out = tmp_path / "out"
-    cli("reconcile", declarations, "--output", out)
+    cli("reconcile", declarations, "--output-dir", out)
     cm = manifest(out, "acct-123")
     assert cm["apiVersion"] == "v1" and cm["kind"] == "ConfigMap"
     assert (
@@ -90,12 +90,12 @@ def test_outputs_are_deterministic_and_unchanged_ones_not_rewritten(
     cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     out, other = tmp_path / "out", tmp_path / "other"
-    cli("reconcile", declarations, "--output", out)
+    cli("reconcile", declarations, "--output-dir", out)
     before = snapshot(out)
-    again = cli("reconcile", declarations, "--output", out)
+    again = cli("reconcile", declarations, "--output-dir", out)
     assert again.returncode == 0 and "0 written, 5 unchanged" in again.stderr
     assert snapshot(out) == before  # same inode, same mtime: nothing rewritten
-    cli("reconcile", declarations, "--output", other)
+    cli("reconcile", declarations, "--output-dir", other)
     assert contents(other) == contents(out)  # byte-identical from scratch
 
 
@@ -103,7 +103,7 @@ def test_outputs_are_not_world_writable(
     cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     out = tmp_path / "out"
-    cli("reconcile", declarations, "--output", out)
+    cli("reconcile", declarations, "--output-dir", out)
     for path in out.rglob("*"):
         assert not path.stat().st_mode & stat.S_IWOTH, path
         assert not path.stat().st_mode & stat.S_IWGRP, path
@@ -114,10 +114,10 @@ def test_reset_by_deleting_the_override(
 ) -> None:
     # Scenario 3: deleting the IntegrationSettings object is "reset to defaults".
     out = tmp_path / "out"
-    cli("reconcile", declarations, "--output", out)
+    cli("reconcile", declarations, "--output-dir", out)
     path = declarations / "accounts" / "acct-456.yaml"
     path.write_text(path.read_text().split("---")[0])
-    done = cli("reconcile", declarations, "--output", out)
+    done = cli("reconcile", declarations, "--output-dir", out)
     assert done.returncode == 0
     assert effective(out, "acct-456", "openai") == effective(out, "acct-789", "openai")
     assert "1 written, 4 unchanged" in done.stderr
@@ -128,10 +128,10 @@ def test_global_change_reaches_only_non_overriders(
 ) -> None:
     # Scenario 4: the admin changes the default model.
     out = tmp_path / "out"
-    cli("reconcile", declarations, "--output", out)
+    cli("reconcile", declarations, "--output-dir", out)
     global_ = declarations / "global.yaml"
     global_.write_text(global_.read_text().replace("model: gpt-4o-mini", "model: gpt-4.1"))
-    done = cli("reconcile", declarations, "--output", out)
+    done = cli("reconcile", declarations, "--output-dir", out)
     assert done.returncode == 0, done.stderr
     assert effective(out, "acct-789", "openai")["model"] == "gpt-4.1"
     assert effective(out, "acct-free", "openai")["model"] == "gpt-4.1"
@@ -151,7 +151,7 @@ def test_key_in_override_is_stripped_and_reported(
             "    temperature: 0.8\n", "    temperature: 0.8\n    apiKey: sk-FAKE-STRIPME-1\n"
         )
     )
-    done = cli("reconcile", declarations, "--output", out)
+    done = cli("reconcile", declarations, "--output-dir", out)
     assert done.returncode == 1
     line = path.read_text().splitlines().index("    apiKey: sk-FAKE-STRIPME-1") + 1
     assert (
@@ -166,13 +166,13 @@ def test_invalid_yaml_keeps_last_good_output(
     cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     out = tmp_path / "out"
-    cli("reconcile", declarations, "--output", out)
+    cli("reconcile", declarations, "--output-dir", out)
     good_123 = {k: v for k, v in snapshot(out).items() if k.startswith("acct-123/")}
     broken = declarations / "accounts" / "acct-123.yaml"
     broken.write_text(broken.read_text().replace("    model: gpt-4o\n", "    model: [gpt-4o\n"))
     global_ = declarations / "global.yaml"
     global_.write_text(global_.read_text().replace("max_tokens: 8192", "max_tokens: 9000"))
-    done = cli("reconcile", declarations, "--output", out)
+    done = cli("reconcile", declarations, "--output-dir", out)
     assert done.returncode == 1
     assert "acct-123.yaml:" in done.stderr and "invalid YAML" in done.stderr
     assert "kept last good output of acct-123" in done.stderr
@@ -181,7 +181,7 @@ def test_invalid_yaml_keeps_last_good_output(
     assert effective(out, "acct-789", "openai")["max_tokens"] == 9000  # the valid accounts moved on
     # Fixed again: the account catches up.
     broken.write_text(broken.read_text().replace("    model: [gpt-4o\n", "    model: gpt-4o\n"))
-    assert cli("reconcile", declarations, "--output", out).returncode == 0
+    assert cli("reconcile", declarations, "--output-dir", out).returncode == 0
     assert effective(out, "acct-123", "openai")["max_tokens"] == 9000
 
 
@@ -189,10 +189,10 @@ def test_schema_error_keeps_last_good_output(
     cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     out = tmp_path / "out"
-    cli("reconcile", declarations, "--output", out)
+    cli("reconcile", declarations, "--output-dir", out)
     path = declarations / "accounts" / "acct-456.yaml"
     path.write_text(path.read_text().replace("  plan: pro", "  plan: [pro]"))
-    done = cli("reconcile", declarations, "--output", out)
+    done = cli("reconcile", declarations, "--output-dir", out)
     assert done.returncode == 1
     assert (
         "acct-456.yaml:8: error: Account acct-456: spec.plan: must be of type string" in done.stderr
@@ -205,10 +205,10 @@ def test_broken_global_keeps_every_output(
     cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     out = tmp_path / "out"
-    cli("reconcile", declarations, "--output", out)
+    cli("reconcile", declarations, "--output-dir", out)
     before = snapshot(out)
     (declarations / "global.yaml").write_text("spec: {\n")
-    done = cli("reconcile", declarations, "--output", out)
+    done = cli("reconcile", declarations, "--output-dir", out)
     assert done.returncode == 1 and "global.yaml:" in done.stderr
     assert snapshot(out) == before
 
@@ -217,9 +217,9 @@ def test_removed_account_loses_its_outputs(
     cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     out = tmp_path / "out"
-    cli("reconcile", declarations, "--output", out)
+    cli("reconcile", declarations, "--output-dir", out)
     (declarations / "accounts" / "acct-paused.yaml").unlink()
-    done = cli("reconcile", declarations, "--output", out)
+    done = cli("reconcile", declarations, "--output-dir", out)
     assert done.returncode == 0 and "1 removed" in done.stderr
     assert not (out / "acct-paused").exists()
 
@@ -228,7 +228,7 @@ def test_a_second_global_is_an_error(
     cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     (declarations / "copy.yaml").write_text((declarations / "global.yaml").read_text())
-    done = cli("reconcile", declarations, "--output", tmp_path / "out")
+    done = cli("reconcile", declarations, "--output-dir", tmp_path / "out")
     assert done.returncode == 1
     assert (
         "copy.yaml:7: error: GlobalIntegrationSettings default: GlobalIntegrationSettings is a singleton"
@@ -241,9 +241,9 @@ def test_usage_errors_exit_2(cli: RunCli, tmp_path: pathlib.Path) -> None:
     for args in (
         [],
         ["reconcile"],
-        ["reconcile", tmp_path / "missing", "--output", tmp_path],
+        ["reconcile", tmp_path / "missing", "--output-dir", tmp_path],
         ["frobnicate"],
-        ["get", "acct-1"],
+        ["get"],  # without -d, `get ACCOUNT` reads a cluster (kubectl's default kubeconfig)
     ):
         done = cli(*args)
         assert done.returncode == 2, (args, done.stderr)
@@ -254,12 +254,12 @@ def test_unwritable_output_is_reported_and_old_files_kept(
     cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     out = tmp_path / "out"
-    cli("reconcile", declarations, "--output", out)
+    cli("reconcile", declarations, "--output-dir", out)
     before = {k: v for k, v in snapshot(out).items() if k.startswith("acct-789/")}
     global_ = declarations / "global.yaml"
     global_.write_text(global_.read_text().replace("max_tokens: 8192", "max_tokens: 9000"))
     with unwritable(out / "acct-789"):
-        done = cli("reconcile", declarations, "--output", out)
+        done = cli("reconcile", declarations, "--output-dir", out)
     assert done.returncode == 1
     assert (
         f"{out / 'acct-789'}: error: cannot write outputs: Operation not permitted" in done.stderr
@@ -268,7 +268,7 @@ def test_unwritable_output_is_reported_and_old_files_kept(
     assert {k: v for k, v in snapshot(out).items() if k.startswith("acct-789/")} == before
     assert effective(out, "acct-123", "openai")["max_tokens"] == 9000
     # Writable again: the next pass catches up.
-    assert cli("reconcile", declarations, "--output", out).returncode == 0
+    assert cli("reconcile", declarations, "--output-dir", out).returncode == 0
     assert effective(out, "acct-789", "openai")["max_tokens"] == 9000
 
 

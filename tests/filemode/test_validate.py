@@ -165,7 +165,7 @@ def test_get_shows_the_badge_and_provenance(cli: RunCli) -> None:
 
 
 def test_get_json_and_yaml_match_the_mounted_json(cli: RunCli, tmp_path: pathlib.Path) -> None:
-    cli("reconcile", EXAMPLES, "--output", tmp_path)
+    cli("reconcile", EXAMPLES, "--output-dir", tmp_path)
     as_json = json.loads(cli("get", "acct-456", "openai", "-d", EXAMPLES, "-o", "json").stdout)
     assert as_json == json.loads((tmp_path / "acct-456" / "openai.json").read_text())
     both = cli("get", "acct-456", "-d", EXAMPLES, "-o", "yaml")

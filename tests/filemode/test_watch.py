@@ -36,7 +36,7 @@ class Watcher:
         self._log = log.open("w")
         # A long resync: these tests prove that events, not the periodic rescan, drive updates.
         self.process = subprocess.Popen(
-            [str(CLI), "watch", str(directory), "--output", str(out), "--resync", "3600"],
+            [str(CLI), "watch", str(directory), "--output-dir", str(out), "--resync", "3600"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,

@@ -19,8 +19,15 @@ def _docs(path: str) -> list[dict[str, Any]]:
 
 
 def _all_deploy_docs() -> list[dict[str, Any]]:
+    # deploy/chart holds Helm templates (YAML only once rendered), generated from the same
+    # objects; tests/operator/test_helm.py checks them.
+    chart = DEPLOY / "chart"
     return [
-        d for p in sorted(DEPLOY.rglob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d
+        d
+        for p in sorted(DEPLOY.rglob("*.yaml"))
+        if chart not in p.parents
+        for d in yaml.safe_load_all(p.read_text())
+        if d
     ]
 
 

@@ -174,7 +174,7 @@ def test_cli_never_shows_a_traceback(tmp_path: object, cli: object, figures: Fig
     commands = (
         ("validate", root),
         ("validate", "-o", "json", root),
-        ("reconcile", root, "--output", pathlib.Path(str(tmp_path)) / "out"),
+        ("reconcile", root, "--output-dir", pathlib.Path(str(tmp_path)) / "out"),
         ("get", "acct-1", "-d", root),
     )
     for args in commands:
@@ -185,7 +185,7 @@ def test_cli_never_shows_a_traceback(tmp_path: object, cli: object, figures: Fig
     log = pathlib.Path(str(tmp_path)) / "watch.log"
     with log.open("wb") as fh:
         watch = subprocess.Popen(
-            [str(CLI), "watch", str(root), "--output", str(pathlib.Path(str(tmp_path)) / "w")],
+            [str(CLI), "watch", str(root), "--output-dir", str(pathlib.Path(str(tmp_path)) / "w")],
             stdout=fh,
             stderr=subprocess.STDOUT,
         )

@@ -73,7 +73,7 @@ def watching(
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [str(CLI), "watch", str(decls), "--output", str(out), "--resync", "3600"],
+            [str(CLI), "watch", str(decls), "--output-dir", str(out), "--resync", "3600"],
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
@@ -141,7 +141,7 @@ def test_burst_of_1000_edits_across_100_files_equals_a_cold_reconcile(
         assert proc.poll() is None, "the watcher exited during the burst"
     watched = contents(out)
     cold = tmp_path / "cold"
-    proc2 = cli("reconcile", decls, "--output", cold)
+    proc2 = cli("reconcile", decls, "--output-dir", cold)
     assert proc2.returncode == 0, proc2.stdout + proc2.stderr
     assert contents(cold) == watched
     figures["edits"] = 1000
@@ -172,7 +172,7 @@ def test_full_disk_keeps_old_outputs_and_says_so(
     decls = tmp_path / "decls"
     write_tree(decls, 20)
     with tmpfs(tmp_path / "out", "1m") as out:
-        first = cli("reconcile", decls, "--output", out)
+        first = cli("reconcile", decls, "--output-dir", out)
         assert first.returncode == 0, first.stdout + first.stderr
         before = contents(out)
         # Fill the disk, then change every account.
@@ -183,7 +183,7 @@ def test_full_disk_keeps_old_outputs_and_says_so(
                 fh.flush()
         for i in range(20):
             (decls / f"acct-{i}.yaml").write_text(account_file(i, 1.5, 999))
-        full = cli("reconcile", decls, "--output", out)
+        full = cli("reconcile", decls, "--output-dir", out)
         text = full.stdout + full.stderr
         assert full.returncode == 1, text
         assert "Traceback" not in text
@@ -200,7 +200,7 @@ def test_full_disk_keeps_old_outputs_and_says_so(
         outputs_parse(out)
         assert not [p for p in out.rglob("*.tmp")]
         filler.unlink()
-        again = cli("reconcile", decls, "--output", out)
+        again = cli("reconcile", decls, "--output-dir", out)
         assert again.returncode == 0, again.stdout + again.stderr
         assert json.loads((out / "acct-1" / "openai.json").read_text())["max_tokens"] == 999
     figures["message"] = failed[0]
@@ -213,12 +213,12 @@ def test_read_only_output_keeps_old_outputs_and_says_so(
 ) -> None:
     decls, out = tmp_path / "decls", tmp_path / "out"
     write_tree(decls, 5)
-    assert cli("reconcile", decls, "--output", out).returncode == 0
+    assert cli("reconcile", decls, "--output-dir", out).returncode == 0
     before = contents(out)
     for i in range(5):
         (decls / f"acct-{i}.yaml").write_text(account_file(i, 1.5, 999))
     with unwritable(out / "acct-1"):
-        proc = cli("reconcile", decls, "--output", out)
+        proc = cli("reconcile", decls, "--output-dir", out)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in text
     assert "acct-1" in text
@@ -233,7 +233,7 @@ def test_outputs_are_not_world_writable(tmp_path: pathlib.Path, cli: RunCli) -> 
     write_tree(decls, 3)
     old = os.umask(0)  # even a careless umask
     try:
-        assert cli("reconcile", decls, "--output", out).returncode == 0
+        assert cli("reconcile", decls, "--output-dir", out).returncode == 0
     finally:
         os.umask(old)
     for p in [out, *out.rglob("*")]:
@@ -251,7 +251,7 @@ def test_sigkill_during_writes_leaves_valid_outputs(
     for round_ in range(8):
         with log.open("wb") as fh:
             proc = subprocess.Popen(
-                [str(CLI), "watch", str(decls), "--output", str(out), "--resync", "3600"],
+                [str(CLI), "watch", str(decls), "--output-dir", str(out), "--resync", "3600"],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
             )
@@ -264,10 +264,10 @@ def test_sigkill_during_writes_leaves_valid_outputs(
         kills += 1
         outputs_parse(out)  # never a half-written file
     files = outputs_parse(out)
-    proc2 = cli("reconcile", decls, "--output", out)
+    proc2 = cli("reconcile", decls, "--output-dir", out)
     assert proc2.returncode == 0, proc2.stdout + proc2.stderr
     cold = tmp_path / "cold"
-    assert cli("reconcile", decls, "--output", cold).returncode == 0
+    assert cli("reconcile", decls, "--output-dir", cold).returncode == 0
     assert contents(cold) == contents(out)
     snapshot(out)
     figures["SIGKILLs"] = kills
@@ -280,7 +280,7 @@ def test_temporary_files_of_a_killed_writer_are_removed_at_the_next_start(
 ) -> None:
     decls, out = tmp_path / "decls", tmp_path / "out"
     write_tree(decls, 3)
-    assert cli("reconcile", decls, "--output", out).returncode == 0
+    assert cli("reconcile", decls, "--output-dir", out).returncode == 0
     state = out / ".settings-controller"
     assert not list(state.glob("writer.*"))  # a writer that exits unmarks itself
     dead = subprocess.Popen(["true"])
@@ -290,7 +290,7 @@ def test_temporary_files_of_a_killed_writer_are_removed_at_the_next_start(
         (state / f"writer.{pid}").touch()
         (out / "acct-1" / f".openai.json.{pid}.tmp").write_text("")
         (out / "acct-2" / f".integration-settings.yaml.{pid}.tmp").write_text("")
-    assert cli("reconcile", decls, "--output", out).returncode == 0
+    assert cli("reconcile", decls, "--output-dir", out).returncode == 0
     left = sorted(p.name for p in out.rglob("*.tmp"))
     assert left == [f".integration-settings.yaml.{live}.tmp", f".openai.json.{live}.tmp"]
     assert sorted(p.name for p in state.glob("writer.*")) == [f"writer.{live}"]

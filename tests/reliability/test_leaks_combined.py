@@ -89,7 +89,7 @@ def test_fake_key_reaches_nothing_in_file_mode(
     printed: list[str] = []
     runs = 0
     for args in (
-        ("reconcile", decl, "--output", out),
+        ("reconcile", decl, "--output-dir", out),
         ("validate", decl),
         ("validate", "-o", "json", decl),
         ("get", "pro", "-d", decl, "-o", "json"),
@@ -104,7 +104,7 @@ def test_fake_key_reaches_nothing_in_file_mode(
         log = tmp_path / f"watch-{round_}.log"
         with log.open("wb") as fh:
             proc = subprocess.Popen(
-                [str(CLI), "watch", str(decl), "--output", str(out)], stdout=fh, stderr=fh
+                [str(CLI), "watch", str(decl), "--output-dir", str(out)], stdout=fh, stderr=fh
             )
         time.sleep(1.5)
         extra.write_text(extra.read_text() + "\n")
