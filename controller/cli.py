@@ -51,7 +51,17 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log debug details, one line per account"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (reconcile, watch, validate, get, render, crds, test_connection, operator, completion):
+    for module in (
+        reconcile,
+        watch,
+        validate,
+        get,
+        render,
+        crds,
+        test_connection,
+        operator,
+        completion,
+    ):
         module.register(sub)
     return parser
 
