@@ -18,7 +18,7 @@ from controller.core import catalog, merging, rendering
 from controller.files import outputs, reconciling
 
 # Keys of ``<type>.json`` that describe the document, not a setting.
-_META = frozenset({"id", "enabled", "using_global", "overridden"})
+_META = catalog.RESERVED_FIELDS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ _INTEGRATIONS_DIR = "integrations/"
 
 # Keys of the effective JSON that the controller owns; an integration may not
 # define a field with one of these names.
-RESERVED_FIELDS = frozenset({"id", "enabled", "using_global", "overridden"})
+RESERVED_FIELDS = frozenset({"id", "enabled", "using_global", "overridden", "choices"})
 
 Schema = Mapping[str, Any]
 

@@ -108,7 +108,7 @@ def test_the_global_shows_connected_with_one_entry_per_key(checking: Checking) -
     assert all(e["connected"] and e["endpoint"].startswith("http://127.0.0.1:") for e in entries)
     assert all(isinstance(e["latencyMilliseconds"], int) and e["lastCheckTime"] for e in entries)
     table = checking.kube.kubectl("get", "gis").stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "CREDENTIALS", "CONNECTED", "AGE"]
+    assert table[0].split() == ["NAME", "READY", "CREDENTIALS", "CONNECTED", "REASON", "AGE"]
     assert table[1].split()[:4] == ["default", "True", "True", "True"]
     assert ("openai", GOOD["openai"]) in checking.fake.requests
     assert ("runware", GOOD["runware"]) in checking.fake.requests

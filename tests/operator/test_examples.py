@@ -136,8 +136,9 @@ def test_printer_columns_show_platform_defaults(applied: tuple[Kube, Any]) -> No
         "OPENAI-CONNECTED",
         "READY",
     ]
-    # The CONNECTED cells are empty, so READY and AGE are the last two words of a row.
-    by_name = {row.split()[0]: [*row.split()[3:5], row.split()[-2]] for row in rows}
+    # The CONNECTED cells are empty, so READY, REASON and AGE are the last three words.
+    assert header.split()[8:] == ["REASON", "AGE"]
+    by_name = {row.split()[0]: [*row.split()[3:5], row.split()[-3]] for row in rows}
     assert by_name["acct-123"] == ["false", "false", "True"], table
     assert by_name["acct-456"] == ["true", "false", "True"]
     assert by_name["acct-789"] == ["true", "true", "True"]

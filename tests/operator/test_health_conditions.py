@@ -7,7 +7,13 @@ import pytest
 from controller.cluster import conditions
 from controller.core import findings
 
-WAITING = ["NoGlobalSettings", "NoAccountForNamespace", "KeysMissing", "OutputFailed"]
+WAITING = [
+    "NoGlobalSettings",
+    "NoAccountForNamespace",
+    "KeysMissing",
+    "OutputFailed",
+    "OutputConflict",
+]
 STALLED = [
     r.value for r in findings.Reason if r.value not in WAITING and r is not findings.Reason.INACTIVE
 ] + ["GlobalNotSingleton"]

@@ -8,9 +8,9 @@ from controller.cluster import crds
 from controller.core import catalog as catalog_
 
 OWN_FIELDS = {
-    catalog_.GLOBAL: set(),
-    catalog_.ACCOUNT: {"usingGlobal"},
-    catalog_.OVERRIDE: {"appliedFields"},
+    catalog_.GLOBAL: {"connections"},
+    catalog_.ACCOUNT: {"usingGlobal", "connected"},
+    catalog_.OVERRIDE: {"appliedFields", "connected"},
 }
 
 

@@ -83,7 +83,7 @@ def _without_policies(kube: Kube, namespace: str) -> list[str]:
     """
     proc = kube.kubectl(
         "get", "validatingadmissionpolicybindings", "-l",
-        "app.kubernetes.io/part-of=settings-controller", "-o", "name", check=False,
+        "app.kubernetes.io/name=settings-controller", "-o", "name", check=False,
     )  # fmt: skip
     names = proc.stdout.split()
     for name in names:

@@ -37,8 +37,10 @@ def test_standard_collectors_and_build_info() -> None:
 def test_not_ready_queue_depth_and_last_full_pass() -> None:
     meter = metrics.Metrics()
     queue = ["a", "b", "c"]
-    meter.count_queue(lambda: len(queue))
-    assert _value(_scrape(meter), "settings_controller_workqueue_depth") == 3
+    meter.count_queue(lambda: len(queue), lambda: 2.5 if queue else 0.0)
+    text = _scrape(meter)
+    assert _value(text, "settings_controller_workqueue_depth") == 3
+    assert _value(text, "settings_controller_workqueue_oldest_seconds") == 2.5
     queue.clear()
     assert _value(_scrape(meter), "settings_controller_workqueue_depth") == 0
 
@@ -47,7 +49,7 @@ def test_not_ready_queue_depth_and_last_full_pass() -> None:
     meter.reconciled("acct-3", "written")
     assert _value(_scrape(meter), "settings_controller_accounts_not_ready") == 2
     meter.reconciled("acct-1", "unchanged")
-    meter.reconciled("acct-2", "gone")
+    meter.reconciled("acct-2", "removed")
     text = _scrape(meter)
     assert _value(text, "settings_controller_accounts_not_ready") == 0
     assert 'settings_controller_reconciles_total{outcome="blocked"} 1.0' in text
