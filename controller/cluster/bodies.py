@@ -1,7 +1,7 @@
 """Raw Kubernetes bodies, and what the operator keeps of them in memory.
 
 An ``Observed`` is one custom resource as last seen: its identity, its
-declaration (or why it has none) and its current status. An ``Output`` is a
+declaration (or why it has none) and its current status. A ``Digest`` is a
 generated ConfigMap or Secret reduced to a hash of its content: memory never
 holds an account's key, only its digest.
 """
@@ -92,7 +92,7 @@ def _status(status: Any) -> Mapping[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Output:
+class Digest:
     """A generated ConfigMap or Secret, reduced to what decides whether to rewrite it."""
 
     namespace: str
@@ -102,14 +102,14 @@ class Output:
     plan: str = ""  # the plan label: the plan the namespace was labelled with when written
 
 
-def output(body: Mapping[str, Any]) -> Output:
+def digest(body: Mapping[str, Any]) -> Digest:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
     digest = rendering.content_hash(dict(body.get("data") or {}))
     if body.get("binaryData") or body.get("stringData"):
         # Never what the operator writes: whatever the data says, rewrite it.
         digest = "foreign-shape:" + digest
-    return Output(
+    return Digest(
         namespace=str(meta.get("namespace", "")),
         content_hash=digest,
         owners=frozenset(str(o.get("uid")) for o in meta.get("ownerReferences") or ()),

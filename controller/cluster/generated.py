@@ -2,9 +2,9 @@
 
 Each kind is followed with one list and one watch across all namespaces,
 limited server-side to the generated object's name (``following``). What is
-kept of an object is its ``bodies.Output``: a content hash, its owners, two
+kept of an object is its ``bodies.Digest``: a content hash, its owners, two
 labels. The reconciler compares a render with it to skip unchanged writes, and
-``Reconciler.outputs_changed`` tells the echo of its own write from a drift.
+``Reconciler.generated_changed`` tells the echo of its own write from a drift.
 """
 
 from __future__ import annotations
@@ -17,22 +17,22 @@ from controller.cluster import bodies
 from controller.core import rendering
 
 # What a change reports: (namespace, the object as now seen, None when deleted).
-Change = tuple[str, bodies.Output | None]
+Change = tuple[str, bodies.Digest | None]
 
 
-class Outputs(Mapping[str, bodies.Output]):
+class Digests(Mapping[str, bodies.Digest]):
     """namespace -> the generated object of one kind there (a read-only mapping)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._by_namespace: dict[str, bodies.Output] = {}
+        self._by_namespace: dict[str, bodies.Digest] = {}
         self._ready = asyncio.Event()
 
     @property
     def ready(self) -> asyncio.Event:
         return self._ready
 
-    def __getitem__(self, namespace: str) -> bodies.Output:
+    def __getitem__(self, namespace: str) -> bodies.Digest:
         return self._by_namespace[namespace]
 
     def __iter__(self) -> Iterator[str]:
@@ -41,8 +41,8 @@ class Outputs(Mapping[str, bodies.Output]):
     def __len__(self) -> int:
         return len(self._by_namespace)
 
-    def replace(self, listed: Iterable[bodies.Output]) -> list[Change]:
-        """Take a full listing (reduced by ``bodies.output`` as it was read); what changed
+    def replace(self, listed: Iterable[bodies.Digest]) -> list[Change]:
+        """Take a full listing (reduced by ``bodies.digest`` as it was read); what changed
         since the last one (nothing, the first time)."""
         fresh = {o.namespace: o for o in listed}
         before, self._by_namespace = self._by_namespace, fresh
@@ -55,7 +55,7 @@ class Outputs(Mapping[str, bodies.Output]):
         ]
 
     def apply(self, event_type: str, body: Mapping[str, Any]) -> list[Change]:
-        seen = bodies.output(body)
+        seen = bodies.digest(body)
         before = self._by_namespace.get(seen.namespace)
         if event_type == "DELETED":
             self._by_namespace.pop(seen.namespace, None)

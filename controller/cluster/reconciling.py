@@ -23,8 +23,8 @@ from controller.cluster import (
     bodies,
     clients,
     generated,
+    manifests,
     metrics,
-    outputs,
     queueing,
     reporting,
     statuses,
@@ -47,8 +47,8 @@ class Views:
     accounts: Index[bodies.Observed]  # by name
     tenants: Index[str]  # namespace -> names of the accounts claiming it
     overrides: Index[bodies.Observed]  # by namespace
-    configmaps: Mapping[str, bodies.Output]  # by namespace (generated.Outputs)
-    secrets: Mapping[str, bodies.Output]  # by namespace (generated.Outputs)
+    configmaps: Mapping[str, bodies.Digest]  # by namespace (generated.Digests)
+    secrets: Mapping[str, bodies.Digest]  # by namespace (generated.Digests)
     namespaces: Mapping[str, tuple[str, str]] = dataclasses.field(
         default_factory=dict
     )  # namespace -> (plan, account) labels (generated.Namespaces)
@@ -96,7 +96,7 @@ class Reconciler:
         self,
         cat: catalog.Catalog,
         writer: clients.Writer,
-        keys: outputs.Keys,
+        keys: manifests.Keys,
         views: Views,
         meter: metrics.Metrics,
         concurrency: int = 16,
@@ -213,7 +213,7 @@ class Reconciler:
         await self.queue.settled()
         self.metrics.full_pass_done()
 
-    async def outputs_changed(self, kind: str, changes: Collection[generated.Change]) -> None:
+    async def generated_changed(self, kind: str, changes: Collection[generated.Change]) -> None:
         """Generated objects changed: repair them unless it is the echo of our own write."""
         for namespace, seen in changes:
             written = self._written.get((kind, namespace))
@@ -373,25 +373,25 @@ class Reconciler:
         wrote = False
         labels = (account.plan, account.name)
         if self.views.namespaces.get(namespace) != labels:
-            await self.writer.apply(outputs.namespace(account))
+            await self.writer.apply(manifests.namespace(account))
             self.metrics.writes.labels("Namespace").inc()
         data = result.data
-        if not outputs.in_sync(seen_configmap, data, observed.uid, account.plan):
+        if not manifests.in_sync(seen_configmap, data, observed.uid, account.plan):
             await self._apply(
                 "ConfigMap",
                 namespace,
-                outputs.configmap(observed, namespace, data, account.plan),
+                manifests.configmap(observed, namespace, data, account.plan),
                 rendering.content_hash(data),
                 observed.uid,
             )
             log.info("account %s: wrote %s/%s", account.name, namespace, rendering.CONFIGMAP_NAME)
             wrote = True
-        keys = outputs.credential_data(global_, result, self.keys)
-        if not outputs.in_sync(seen_secret, keys, observed.uid):
+        keys = manifests.credential_data(global_, result, self.keys)
+        if not manifests.in_sync(seen_secret, keys, observed.uid):
             await self._apply(
                 "Secret",
                 namespace,
-                outputs.credentials_secret(observed, namespace, keys),
+                manifests.credentials_secret(observed, namespace, keys),
                 rendering.content_hash(keys),
                 observed.uid,
             )

@@ -110,7 +110,7 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
         if probe is not None:
             await probe.cleanup()
     store = keys.KeyStore()
-    configmaps, secrets = generated.Outputs("ConfigMap"), generated.Outputs("Secret")
+    configmaps, secrets = generated.Digests("ConfigMap"), generated.Digests("Secret")
     namespaces = generated.Namespaces()
     views = reconciling.Views(
         globals=indexes["global_index"],
@@ -144,8 +144,8 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
             )
         ),
         *(
-            asyncio.create_task(_follow_generated(client, outputs, name, reconciler, meter))
-            for outputs, name in (
+            asyncio.create_task(_follow_generated(client, digests, name, reconciler, meter))
+            for digests, name in (
                 (configmaps, rendering.CONFIGMAP_NAME),
                 (secrets, rendering.CREDENTIALS_SECRET_NAME),
             )
@@ -181,19 +181,19 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
 
 async def _follow_generated(
     client: clients.Client,
-    outputs: generated.Outputs,
+    digests: generated.Digests,
     name: str,
     reconciler: reconciling.Reconciler,
     meter: metrics.Metrics,
 ) -> None:
     async def changed(changes: list[generated.Change]) -> None:
-        await reconciler.outputs_changed(outputs.kind, changes)
+        await reconciler.generated_changed(digests.kind, changes)
 
     await following.follow(
-        f"{outputs.kind}s named {name}",
-        lambda: client.list_named(outputs.kind, name, bodies.output),
-        lambda version: client.watch_named(outputs.kind, name, version),
-        outputs,
+        f"{digests.kind}s named {name}",
+        lambda: client.list_named(digests.kind, name, bodies.digest),
+        lambda version: client.watch_named(digests.kind, name, version),
+        digests,
         changed,
         on_error=meter.errors.labels("watch").inc,
     )

@@ -70,11 +70,7 @@ def account(
     """Ready once the outputs are written; not while a key it needs is missing
     (``missing``: from ``missing_keys``), which leaves it out of the account's
     credentials Secret."""
-    badges = ", ".join(
-        f"{i.type}: "
-        + ("platform defaults" if i.using_global else f"custom {', '.join(i.overridden)}")
-        for i in result.integrations
-    )
+    badges = result.summary
     notes = [f for f in result.findings if f.ref == observed_ref(observed)]
     message = f"effective settings written to {namespace}/integration-settings ({badges})"
     if notes:

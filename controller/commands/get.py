@@ -17,10 +17,7 @@ import shtab
 import yaml
 
 from controller.commands import common, views
-from controller.core import catalog
-
-BADGE_GLOBAL = "Using platform defaults"
-BADGE_CUSTOM = "Custom settings"
+from controller.core import catalog, merging
 
 
 def register(sub: Any) -> None:
@@ -132,7 +129,7 @@ def _show(args: argparse.Namespace, cat: catalog.Catalog, view: views.AccountVie
 def _table(cat: catalog.Catalog, view: views.AccountView, chosen: list[views.Integration]) -> str:
     lines = []
     for integration in chosen:
-        badge = BADGE_GLOBAL if integration.using_global else BADGE_CUSTOM
+        badge = merging.BADGE_GLOBAL if integration.using_global else merging.BADGE_CUSTOM
         state = "enabled" if integration.enabled else "disabled"
         lines.append(f"{view.name} ({view.plan}) · {integration.type} · {state} · {badge}")
         rows = [("FIELD", "VALUE", "SOURCE")]

@@ -72,8 +72,4 @@ def _badges(reconciler: reconciling.Reconciler, namespace: str) -> str:
     result = reconciler.results.get(namespace)
     if result is None:
         return ""
-    return "; ".join(
-        f"{i.type}: "
-        + ("platform defaults" if i.using_global else f"custom {', '.join(i.overridden)}")
-        for i in result.integrations
-    )
+    return result.summary

@@ -1,4 +1,4 @@
-"""following.follow and generated.Outputs without a cluster: a scripted lister and watcher.
+"""following.follow and generated.Digests without a cluster: a scripted lister and watcher.
 
 The same code against the real API server is covered by the drift, restart and
 outage tests (tests/operator/test_lifecycle.py, tests/reliability/).
@@ -49,10 +49,10 @@ class Script:
         self.watched_from: list[str] = []
         self.done = asyncio.Event()
 
-    async def lister(self) -> tuple[list[bodies.Output], str]:
-        # What Client.list_named(kind, name, bodies.output) returns.
+    async def lister(self) -> tuple[list[bodies.Digest], str]:
+        # What Client.list_named(kind, name, bodies.digest) returns.
         items = self.listings.pop(0)
-        return [bodies.output(i) for i in items], f"list-{len(self.listings)}"
+        return [bodies.digest(i) for i in items], f"list-{len(self.listings)}"
 
     async def watcher(self, version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         self.watched_from.append(version)
@@ -65,7 +65,7 @@ class Script:
             yield copy.deepcopy(event)
 
 
-def run_follow(script: Script, store: generated.Outputs) -> list[list[generated.Change]]:
+def run_follow(script: Script, store: generated.Digests) -> list[list[generated.Change]]:
     seen: list[list[generated.Change]] = []
 
     async def changed(changes: list[generated.Change]) -> None:
@@ -85,7 +85,7 @@ def run_follow(script: Script, store: generated.Outputs) -> list[list[generated.
 
 
 def test_first_listing_reports_nothing_then_watch_events_do() -> None:
-    store = generated.Outputs("ConfigMap")
+    store = generated.Digests("ConfigMap")
     a = configmap("a", {"x": "1"}, "5")
     script = Script(
         [[a]],
@@ -98,26 +98,26 @@ def test_first_listing_reports_nothing_then_watch_events_do() -> None:
     )
     seen = run_follow(script, store)
     assert store.ready.is_set()
-    assert seen == [[("a", bodies.output(configmap("a", {"x": "2"}, "6")))]]
+    assert seen == [[("a", bodies.digest(configmap("a", {"x": "2"}, "6")))]]
     # The server ended the first watch: the next one resumes from the bookmark.
     assert script.watched_from == ["list-0", "9"]
 
 
 def test_a_broken_watch_lists_again_and_reports_what_changed_meanwhile() -> None:
-    store = generated.Outputs("ConfigMap")
+    store = generated.Digests("ConfigMap")
     a, b = configmap("a", {"x": "1"}, "5"), configmap("b", {"x": "1"}, "5")
     script = Script(
         [[a, b], [a, configmap("c", {"x": "1"}, "8")]],
         [[ConnectionError("gone")]],
     )
     seen = run_follow(script, store)
-    assert seen == [[("b", None), ("c", bodies.output(configmap("c", {"x": "1"}, "8")))]]
+    assert seen == [[("b", None), ("c", bodies.digest(configmap("c", {"x": "1"}, "8")))]]
     assert sorted(store) == ["a", "c"]
 
 
 def test_only_what_decides_a_rewrite_is_a_change() -> None:
-    store = generated.Outputs("ConfigMap")
-    store.replace([bodies.output(configmap("a", {"x": "1"}, "1"))])
+    store = generated.Digests("ConfigMap")
+    store.replace([bodies.digest(configmap("a", {"x": "1"}, "1"))])
     annotated = configmap("a", {"x": "1"}, "2")
     annotated["metadata"]["annotations"] = {"someone": "was here"}
     assert store.apply("MODIFIED", annotated) == []
@@ -128,7 +128,7 @@ def test_only_what_decides_a_rewrite_is_a_change() -> None:
 
 def test_echo_of_own_write_is_not_repaired_but_drift_is(catalog: catalog_.Catalog) -> None:
     views = views_for(catalog, 1)
-    store = generated.Outputs("ConfigMap")
+    store = generated.Digests("ConfigMap")
     views = reconciling.Views(**{**views.__dict__, "configmaps": store})
     writer = FakeWriter()
 
@@ -139,14 +139,14 @@ def test_echo_of_own_write_is_not_repaired_but_drift_is(catalog: catalog_.Catalo
         await r.account("acct-0")
         (written,) = [m for m in writer.applied if m["kind"] == "ConfigMap"]
         # The watch brings our own write back: nothing to do.
-        await r.outputs_changed("ConfigMap", store.apply("ADDED", written))
+        await r.generated_changed("ConfigMap", store.apply("ADDED", written))
         await asyncio.sleep(0.01)
         assert [m["kind"] for m in writer.applied].count("ConfigMap") == 1
         # Someone edits the data: repaired, once.
         edited = copy.deepcopy(written)
         edited["data"] = {k: v + " " for k, v in edited["data"].items()}
-        await r.outputs_changed("ConfigMap", store.apply("MODIFIED", edited))
-        await r.outputs_changed("ConfigMap", store.apply("MODIFIED", edited))
+        await r.generated_changed("ConfigMap", store.apply("MODIFIED", edited))
+        await r.generated_changed("ConfigMap", store.apply("MODIFIED", edited))
         for _ in range(20):
             await asyncio.sleep(0.01)
         repaired = [m for m in writer.applied if m["kind"] == "ConfigMap"]
@@ -158,7 +158,7 @@ def test_echo_of_own_write_is_not_repaired_but_drift_is(catalog: catalog_.Catalo
 
 def test_no_render_before_the_generated_objects_are_listed(catalog: catalog_.Catalog) -> None:
     views = views_for(catalog, 1)
-    views.configmaps["acct-0"] = bodies.output(  # type: ignore[index]
+    views.configmaps["acct-0"] = bodies.digest(  # type: ignore[index]
         configmap("acct-0", {"x": "1"}, "1")
     )
     listed = asyncio.Event()

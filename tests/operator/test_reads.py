@@ -68,21 +68,21 @@ def test_generated_objects_are_listed_and_watched_as_the_operator(
         client = clients.Client.connect(kubeconfig)
         try:
             listed, version = await client.list_named(
-                "ConfigMap", rendering.CONFIGMAP_NAME, bodies.output
+                "ConfigMap", rendering.CONFIGMAP_NAME, bodies.digest
             )
             mine = [o for o in listed if o.namespace == namespace]
             assert len(mine) == 1
             assert mine[0].content_hash == rendering.content_hash({"k": "one"})
             assert version
 
-            seen: asyncio.Queue[tuple[str, bodies.Output]] = asyncio.Queue()
+            seen: asyncio.Queue[tuple[str, bodies.Digest]] = asyncio.Queue()
 
             async def watch() -> None:
                 async for type_, body in client.watch_named(
                     "ConfigMap", rendering.CONFIGMAP_NAME, version
                 ):
                     if type_ != "BOOKMARK":
-                        await seen.put((type_, bodies.output(body)))
+                        await seen.put((type_, bodies.digest(body)))
 
             task = asyncio.create_task(watch())
             await asyncio.sleep(0.5)

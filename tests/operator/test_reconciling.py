@@ -36,9 +36,9 @@ class FakeWriter:
         self.running -= 1
         self.applied.append(copy.deepcopy(dict(manifest)))
         if self.views is not None and manifest["kind"] in ("ConfigMap", "Secret"):
-            # What the watch would bring back into generated.Outputs.
+            # What the watch would bring back into generated.Digests.
             index = self.views.configmaps if manifest["kind"] == "ConfigMap" else self.views.secrets
-            index[manifest["metadata"]["namespace"]] = bodies.output(manifest)  # type: ignore[index]
+            index[manifest["metadata"]["namespace"]] = bodies.digest(manifest)  # type: ignore[index]
         if self.views is not None and manifest["kind"] == "Namespace":
             name, labels = generated.namespace_labels(manifest)
             self.views.namespaces[name] = labels  # type: ignore[index]

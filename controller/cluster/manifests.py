@@ -104,7 +104,7 @@ def namespace(account: declarations.Account) -> dict[str, Any]:
 
 
 def in_sync(
-    seen: bodies.Output | None, data: Mapping[str, str], owner_uid: str, plan: str | None = None
+    seen: bodies.Digest | None, data: Mapping[str, str], owner_uid: str, plan: str | None = None
 ) -> bool:
     """Whether the object as last seen already holds ``data`` (and ``plan``) and belongs to the account."""
     return (
@@ -116,7 +116,7 @@ def in_sync(
     )
 
 
-def namespace_labelled(seen: bodies.Output | None, owner_uid: str, plan: str) -> bool:
+def namespace_labelled(seen: bodies.Digest | None, owner_uid: str, plan: str) -> bool:
     """Whether the account's ConfigMap, as last seen, shows its namespace exists with ``plan``.
 
     The ConfigMap is written only after the namespace was applied with the
