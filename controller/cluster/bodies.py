@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, TypedDict
 
 from controller.core import catalog, declarations, findings, rendering, validation
@@ -62,14 +62,19 @@ class Observed:
         return {**ref, "uid": self.uid}
 
 
-def observe(cat: catalog.Catalog, body: Mapping[str, Any]) -> Observed:
-    """Parse a custom resource's body with the core, as file mode parses a document."""
+def observe(
+    cat: catalog.Catalog,
+    body: Mapping[str, Any],
+    reserved: Collection[str] = declarations.RESERVED_NAMESPACES,
+) -> Observed:
+    """Parse a custom resource's body with the core, as file mode parses a document
+    (``reserved``: the namespaces no Account may claim)."""
     raw: dict[str, Any] = dict(body)
     # An object nested too deeply (stored by a cluster without the admission
     # policy) is not copied (a deep copy recurses): the core refuses it by name.
     if validation.too_deep(raw) is None:
         raw = copy.deepcopy(raw)  # the declaration must not share the watch event's dicts
-    declaration, problems = declarations.parse(cat, raw)
+    declaration, problems = declarations.parse(cat, raw, reserved_namespaces=reserved)
     meta = raw.get("metadata") or {}
     name = str(meta.get("name", ""))
     return Observed(

@@ -63,7 +63,7 @@ async def global_index(body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) ->
 
 @kopf.index(G, V, ACCOUNTS, registry=registry)
 async def account_index(body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> Any:
-    return {name: bodies.observe(memo.catalog, body)}
+    return {name: bodies.observe(memo.catalog, body, memo.options.reserved_namespaces)}
 
 
 @kopf.index(G, V, ACCOUNTS, registry=registry)

@@ -33,7 +33,7 @@ from controller.cluster import (
     metrics,
     reconciling,
 )
-from controller.core import catalog, rendering
+from controller.core import catalog, declarations, rendering
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class Options:
     verify_interval: float = connections.DEFAULT_INTERVAL  # key checks; 0: off
     verify_timeout: float = connections.DEFAULT_TIMEOUT
     metrics_address: str = "0.0.0.0"  # the interface metrics_port listens on
+    # Namespaces no Account may claim (keys would be copied there).
+    reserved_namespaces: tuple[str, ...] = declarations.RESERVED_NAMESPACES
 
 
 def configure(settings: kopf.OperatorSettings) -> None:

@@ -8,7 +8,7 @@ import pathlib
 from typing import Any
 
 from controller.commands import common
-from controller.core import connections
+from controller.core import connections, declarations
 
 DEFAULT_NAMESPACE = "settings-controller-system"
 
@@ -69,6 +69,13 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help=f"how long one key check may take (default {connections.DEFAULT_TIMEOUT:.0f})",
     )
+    parser.add_argument(
+        "--reserved-namespaces",
+        metavar="NS,NS,...",
+        default=",".join(declarations.RESERVED_NAMESPACES),
+        help="namespaces no Account may claim, comma-separated; --namespace is always one "
+        f"(default {','.join(declarations.RESERVED_NAMESPACES)})",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -100,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
             verbose=args.verbose,
             verify_interval=args.verify_interval,
             verify_timeout=args.verify_timeout,
+            reserved_namespaces=tuple(
+                sorted({*filter(None, args.reserved_namespaces.split(",")), args.namespace})
+            ),
         ),
         handlers.registry,
     )

@@ -218,3 +218,17 @@ def test_a_plan_may_keep_the_keys_out_of_its_namespaces(catalog: catalog_.Catalo
     secret = next(m for m in writer.applied if m["kind"] == "Secret")
     assert secret["data"] == {}
     assert any(m["kind"] == "ConfigMap" for m in writer.applied)
+
+
+def test_the_operator_refuses_its_own_reserved_namespaces(catalog: catalog_.Catalog) -> None:
+    """``--reserved-namespaces`` reaches the core's Account check (the operator's namespace too)."""
+    doc = {
+        "apiVersion": catalog_.API_VERSION,
+        "kind": "Account",
+        "metadata": {"name": "a", "uid": "u", "generation": 1},
+        "spec": {"plan": "pro", "namespace": "platform-tools"},
+    }
+    assert bodies.observe(catalog, doc).declaration is not None
+    refused = bodies.observe(catalog, doc, reserved=("platform-tools", "kube-system"))
+    assert refused.declaration is None
+    assert [p.reason.value for p in refused.problems] == ["ReservedNamespace"]
