@@ -154,15 +154,18 @@ def test_a_deeply_nested_override_is_reported_and_everyone_else_served(
         )
         assert "RecursionError" not in operator.log_text()
     finally:
+        _restore(kube, tenant_ns, removed)
+
+
+def _restore(kube: Kube, namespace: str, removed: list[str]) -> None:
+    """Remove the test's objects, and put the admission policies back if it removed them."""
+    kube.kubectl("delete", "integrationsettings", "openai", "-n", namespace, "--ignore-not-found")
+    kube.kubectl("delete", "account", namespace, "--wait=false", "--ignore-not-found")
+    if removed:
         kube.kubectl(
-            "delete", "integrationsettings", "openai", "-n", tenant_ns, "--ignore-not-found"
+            "apply", "-k", str(support.REPO / "deploy"), "--server-side", "--force-conflicts"
         )
-        kube.kubectl("delete", "account", tenant_ns, "--wait=false", "--ignore-not-found")
-        if removed:
-            kube.kubectl(
-                "apply", "-k", str(support.REPO / "deploy"), "--server-side", "--force-conflicts"
-            )
-            support.until(lambda: _refused(kube, tenant_ns), "admission policies back on", 60)
+        support.until(lambda: _refused(kube, namespace), "admission policies back on", 60)
 
 
 def _rss_kib(pid: int) -> int:
@@ -229,12 +232,4 @@ def test_churn_of_objects_leaves_no_memory_behind(
         assert grown < 3 * 1024, f"RSS grew {grown} KiB over {cycles} cycles"
     finally:
         client.close()
-        kube.kubectl(
-            "delete", "integrationsettings", "openai", "-n", tenant_ns, "--ignore-not-found"
-        )
-        kube.kubectl("delete", "account", tenant_ns, "--wait=false", "--ignore-not-found")
-        if removed:
-            kube.kubectl(
-                "apply", "-k", str(support.REPO / "deploy"), "--server-side", "--force-conflicts"
-            )
-            support.until(lambda: _refused(kube, tenant_ns), "admission policies back on", 60)
+        _restore(kube, tenant_ns, removed)
