@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from controller import schemafiles
 from controller.cluster import clients
 from tests.cluster import controlplane
 
@@ -108,7 +109,7 @@ def install(info: controlplane.ClusterInfo, keys: Mapping[str, str]) -> None:
 
 def admin_writer(info: controlplane.ClusterInfo) -> clients.Client:
     """The operator's own write client (controller/cluster/clients.py), as admin."""
-    return clients.Client.connect(info.kubeconfig, field_manager=MANAGER)
+    return clients.Client.connect(info.kubeconfig, schemafiles.load_catalog(), MANAGER)
 
 
 async def apply(writer: clients.Client, manifest: Mapping[str, Any]) -> None:
