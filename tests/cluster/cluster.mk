@@ -26,3 +26,40 @@ cluster-build:
 # imports the project and loads tests.cluster.fixtures).
 cluster-test: $(VENV)/.installed-dev
 	$(BIN)/pytest tests/cluster -q
+
+# --- the operator image and the node (tests/cluster/README.md, "Node") -------
+
+.PHONY: lock node-deps image image-build deploy clean-image
+
+# The hashed locks deploy/Dockerfile installs, regenerated from pyproject.toml
+# (pip-tools in a virtualenv of its own, so the lock does not depend on what
+# the dev virtualenv holds). Commit both files.
+LOCK_VENV     = .venv-lock
+PIP_TOOLS     = pip-tools==7.5.2
+PIP_COMPILE   = env -u PIP_FIND_LINKS $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+	--strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --no-header
+$(LOCK_VENV)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet $(PIP_TOOLS)
+lock: $(LOCK_VENV)/bin/pip-compile
+	$(PIP_COMPILE) -o deploy/requirements.lock pyproject.toml
+	$(PIP_COMPILE) --build-deps-for=wheel --only-build-deps -o deploy/build-requirements.lock pyproject.toml
+
+# Debian packages the image build and the node need (CI starts without them).
+NODE_DEBS = buildah mmdebstrap runc socat iptables
+node-deps:
+	@if ! dpkg-query -W -f='$${Status}\n' $(NODE_DEBS) 2>/dev/null | grep -qv '^install ok installed$$' \
+	  && [ "$$(dpkg-query -W -f='$${Status}\n' $(NODE_DEBS) 2>/dev/null | wc -l)" = "$(words $(NODE_DEBS))" ]; then \
+	  echo "node-deps: $(NODE_DEBS) installed"; \
+	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(NODE_DEBS); fi
+
+# Builds deploy/Dockerfile with buildah on a Debian base built here.
+image-build: node-deps
+	$(CLUSTER_PYTHON) tests/cluster/image.py build
+
+# Builds it and loads it into the running node's containerd.
+image: node-deps
+	$(CLUSTER_PYTHON) tests/cluster/image.py load
+
+clean-image:
+	rm -rf .cluster/image
