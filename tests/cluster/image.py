@@ -46,7 +46,7 @@ def _log(msg: str) -> None:
     print(f"image: {msg}", file=sys.stderr, flush=True)
 
 
-def _buildah(*args: str) -> list[str]:
+def buildah_cmd(*args: str) -> list[str]:
     d = image_dir()
     return [
         "buildah",
@@ -75,7 +75,7 @@ def base_tag() -> str:
 def build_base() -> str:
     """The Debian root filesystem as an image, built once per package list."""
     tag = base_tag()
-    have = subprocess.run(_buildah("inspect", "--type", "image", tag), capture_output=True)
+    have = subprocess.run(buildah_cmd("inspect", "--type", "image", tag), capture_output=True)
     if have.returncode == 0:
         return tag
     d = image_dir()
@@ -100,13 +100,13 @@ def build_base() -> str:
         env=dict(os.environ, SOURCE_DATE_EPOCH="1700000000"),
     )
     container = subprocess.run(
-        _buildah("from", "scratch"), check=True, capture_output=True, text=True
+        buildah_cmd("from", "scratch"), check=True, capture_output=True, text=True
     ).stdout.strip()
     try:
-        subprocess.run(_buildah("add", "--quiet", container, str(archive), "/"), check=True)
-        subprocess.run(_buildah("commit", "--quiet", container, tag), check=True)
+        subprocess.run(buildah_cmd("add", "--quiet", container, str(archive), "/"), check=True)
+        subprocess.run(buildah_cmd("commit", "--quiet", container, tag), check=True)
     finally:
-        subprocess.run(_buildah("rm", container), capture_output=True)
+        subprocess.run(buildah_cmd("rm", container), capture_output=True)
     archive.unlink()
     _log(f"base {tag} in {time.monotonic() - started:.1f}s")
     return tag
@@ -117,7 +117,7 @@ def build() -> Path:
     _check_tools()
     base = build_base()
     started = time.monotonic()
-    cmd = _buildah(
+    cmd = buildah_cmd(
         "bud",
         "--layers",
         "--isolation",
@@ -137,7 +137,9 @@ def build() -> Path:
     subprocess.run([*cmd, "."], cwd=REPO_ROOT, check=True)
     archive = image_dir() / "settings-controller.tar"
     archive.unlink(missing_ok=True)
-    subprocess.run(_buildah("push", "--quiet", IMAGE, f"docker-archive:{archive}:{IMAGE}"), check=True)
+    subprocess.run(
+        buildah_cmd("push", "--quiet", IMAGE, f"docker-archive:{archive}:{IMAGE}"), check=True
+    )
     _log(f"built {IMAGE} in {time.monotonic() - started:.1f}s: {archive}")
     return archive
 
@@ -148,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     archive = build()
     if args.command == "load":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import node  # type: ignore[import-not-found]
+        import node  # the sibling module (this file runs as a script)
 
         node.import_image(node.NodePaths(image_dir().parent), archive)
         _log(f"loaded {IMAGE} into the node's containerd")
