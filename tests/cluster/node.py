@@ -380,6 +380,11 @@ def _kubelet_config(paths: NodePaths, ca_file: Path) -> str:
 # --- processes -------------------------------------------------------------------
 
 
+# The daemons this process started: kept so that stop() reaps them through
+# their Popen (no "still running" ResourceWarning when a test session holds them).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _spawn(paths: NodePaths, name: str, cmd: list[str], env: dict[str, str]) -> int:
     with open(paths.log(name), "ab") as out:
         proc = subprocess.Popen(
@@ -391,6 +396,7 @@ def _spawn(paths: NodePaths, name: str, cmd: list[str], env: dict[str, str]) -> 
             env=env,
             start_new_session=True,
         )
+    _CHILDREN[proc.pid] = proc
     return proc.pid
 
 
@@ -410,6 +416,10 @@ def _stop(pid: int, grace: float) -> None:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait()
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, 0)
 

@@ -34,6 +34,7 @@ DEPLOYMENT = "settings-controller"
 SELECTOR = "app.kubernetes.io/name=settings-controller,app.kubernetes.io/component=operator"
 # Test values only; compared, never printed.
 PLATFORM_KEYS = {"openai": "test-openai-key-1", "dalle": "test-dalle-key", "runware": "test-rw"}
+ACCOUNT_NAMESPACES = ("acct-123", "acct-456", "acct-789", "acct-free", "acct-paused")
 NODE_TOOLS = ("buildah", "mmdebstrap", "runc", "socat", "dnsmasq", "ip")
 
 
@@ -92,7 +93,9 @@ def _prerequisites() -> None:
         unavailable("go not found: the node is built from Go modules")
 
 
-@pytest.fixture(scope="session")
+# Package scope: the node and the in-cluster operator are gone before other
+# packages' tests (tests/operator runs its own operator process) begin.
+@pytest.fixture(scope="package")
 def node(kube: Kube) -> Iterator[Node]:
     _prerequisites()
     paths = cp.Paths()
@@ -117,8 +120,8 @@ def _apply_examples(kube: Kube) -> bool:
     return all("plan free may not override" in line for line in errors)
 
 
-@pytest.fixture(scope="session")
-def operator(node: Node) -> Node:
+@pytest.fixture(scope="package")
+def operator(node: Node) -> Iterator[Node]:
     """The operator running as a pod on the node, examples/ applied."""
     archive = image_.build()
     node_.import_image(node.paths, archive)
@@ -144,4 +147,27 @@ def operator(node: Node) -> Node:
     # their Accounts: the first apply may find them missing, as a user's would.
     # acct-free's override is refused by the plan policy, as examples/README.md says.
     wait_for("kubectl apply -R -f examples/", lambda: _apply_examples(kube), 90, interval=2)
-    return node
+    yield node
+    # Leave the control plane as the other tests expect it: no examples, no
+    # operator Deployment (deleted with its grace period, so the Lease is
+    # released), no account namespaces.
+    kube.kubectl("delete", "-R", "-f", str(REPO / "examples"), "--ignore-not-found", check=False)
+    kube.kubectl(
+        "delete",
+        "deployment",
+        DEPLOYMENT,
+        "-n",
+        NAMESPACE,
+        "--ignore-not-found",
+        "--timeout=60s",
+        check=False,
+        timeout=90,
+    )
+    kube.kubectl(
+        "delete",
+        "namespace",
+        *ACCOUNT_NAMESPACES,
+        "--ignore-not-found",
+        "--wait=false",
+        check=False,
+    )
