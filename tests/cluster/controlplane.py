@@ -15,7 +15,8 @@ Layout under ``.cluster/`` (override with ``KUBE_HARNESS_DIR``)::
     etcd.log, kube-apiserver.log, kube-controller-manager.log
     state/                      pki, tokens.csv, etcd data, cluster.json, serve.pid
 
-Usage: ``python3 tests/cluster/controlplane.py up|down|status|build``.
+Usage: ``python3 tests/cluster/controlplane.py up [--node]|down|status|build``
+(``--node``: tests/cluster/node.py adds a kubelet node).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ TENANT_GROUPS = ("tenants", "system:authenticated")
 ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
 KCM_USER = "system:kube-controller-manager"
-# With a node (up --node): the controllers a Deployment needs on top.
+# The original list plus what Deployments on a node need (up --node); started
+# always, idle while there is no node.
 NODE_CONTROLLERS = (
     "garbage-collector-controller,namespace-controller,serviceaccount-controller,"
     "serviceaccount-token-controller,root-ca-certificate-publisher-controller,"
@@ -581,8 +583,8 @@ def up(
 
     ``serve_args`` go to ``kube-harness serve`` (e.g. ``--controller-manager-arg=...``)
     when this call starts it. ``with_node`` adds a kubelet, containerd, a pod
-    network and kube-scheduler (tests/cluster/node.py); a control plane already
-    running without a node is restarted with one.
+    network and kube-scheduler (tests/cluster/node.py), to a running control
+    plane too (no restart: its flags and identities are there from the start).
     """
     paths = paths or Paths()
     with locked(paths):
