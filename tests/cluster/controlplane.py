@@ -15,7 +15,8 @@ Layout under ``.cluster/`` (override with ``KUBE_HARNESS_DIR``)::
     etcd.log, kube-apiserver.log, kube-controller-manager.log
     state/                      pki, tokens.csv, etcd data, cluster.json, serve.pid
 
-Usage: ``python3 tests/cluster/controlplane.py up|down|status|build``.
+Usage: ``python3 tests/cluster/controlplane.py up [--node]|down|status|build``
+(``--node``: tests/cluster/node.py adds a kubelet node).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+try:
+    from . import node
+except ImportError:  # run as a script: python3 tests/cluster/controlplane.py
+    import node  # type: ignore[no-redef]
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = Path(__file__).resolve().parent
 HARNESS_NAME = "kube-harness"
@@ -62,6 +68,16 @@ TENANT_GROUPS = ("tenants", "system:authenticated")
 ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
 KCM_USER = "system:kube-controller-manager"
+# The original list plus what Deployments on a node need (up --node); started
+# always, idle while there is no node.
+NODE_CONTROLLERS = (
+    "garbage-collector-controller,namespace-controller,serviceaccount-controller,"
+    "serviceaccount-token-controller,root-ca-certificate-publisher-controller,"
+    "clusterrole-aggregation-controller,resourcequota-controller,"
+    "validatingadmissionpolicy-status-controller,deployment-controller,replicaset-controller,"
+    # Removes the not-ready taint the kubelet registers the node with.
+    "node-lifecycle-controller"
+)
 
 LOG_NAMES = ("controlplane", "etcd", "kube-apiserver", "kube-controller-manager")
 
@@ -107,6 +123,8 @@ class Paths:
         self.operator_kubeconfig = self.root / "kubeconfig-operator"
         self.lock = self.root / ".lock"
         self.users_lock = self.root / ".users"
+        self.kubelet_kubeconfig = self.state / "kubelet.kubeconfig"
+        self.scheduler_kubeconfig = self.state / "scheduler.kubeconfig"
 
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
@@ -242,6 +260,17 @@ def build_helm(paths: Paths | None = None) -> Path:
         raise ControlPlaneError(f"go build of helm failed with exit code {proc.returncode}")
     log(f"built in {time.monotonic() - started:.1f}s")
     return target
+
+
+def build_node(paths: Paths) -> None:
+    """kubelet, kube-scheduler, containerd, CNI plugins and pause (node.py)."""
+    go = go_binary()
+    if go is None:
+        raise ControlPlaneError("go not found on PATH: it is needed to build the node")
+    try:
+        node.build(_node_paths(paths), go, ldflags(), MODULE_DIR)
+    except subprocess.CalledProcessError as e:
+        raise ControlPlaneError(f"node build failed: {e}") from e
 
 
 # --- running instance ----------------------------------------------------------
@@ -428,14 +457,20 @@ def _start_once(paths: Paths, timeout: float, serve_args: tuple[str, ...] = ()) 
 
     api_port, etcd_port, peer_port = free_ports(3)
     server = f"https://127.0.0.1:{api_port}"
-    tokens = {name: secrets.token_urlsafe(32) for name in ("admin", "tenant", "operator", "kcm")}
-    _write(
-        paths.tokens,
+    names = ("admin", "tenant", "operator", "kcm", "node", "scheduler")
+    tokens = {name: secrets.token_urlsafe(32) for name in names}
+    lines = (
         _token_line(tokens["admin"], ADMIN_USER, ADMIN_GROUPS)
         + _token_line(tokens["tenant"], TENANT_USER, TENANT_GROUPS)
         + _token_line(tokens["operator"], OPERATOR_USER, OPERATOR_GROUPS)
-        + _token_line(tokens["kcm"], KCM_USER, ()),
+        + _token_line(tokens["kcm"], KCM_USER, ())
     )
+    # The node's identities and flags are there from the start, so that
+    # `up --node` can add a node to a running control plane without a restart.
+    lines += _token_line(tokens["node"], node.NODE_USER, node.NODE_GROUPS)
+    lines += _token_line(tokens["scheduler"], node.SCHEDULER_USER, ())
+    serve_args = (*_node_serve_args(paths), *serve_args)
+    _write(paths.tokens, lines)
     subprocess.run(
         [str(paths.harness), "pki", "--dir", str(paths.pki)],
         check=True,
@@ -446,6 +481,11 @@ def _start_once(paths: Paths, timeout: float, serve_args: tuple[str, ...] = ()) 
         paths.kcm_kubeconfig,
         kubeconfig_yaml(server, None, paths.pki / "ca.crt", KCM_USER, tokens["kcm"]),
     )
+    for path, user, key in (
+        (paths.kubelet_kubeconfig, node.NODE_USER, "node"),
+        (paths.scheduler_kubeconfig, node.SCHEDULER_USER, "scheduler"),
+    ):
+        _write(path, kubeconfig_yaml(server, None, paths.pki / "ca.crt", user, tokens[key]))
     for path, user, key in (
         (paths.kubeconfig, ADMIN_USER, "admin"),
         (paths.tenant_kubeconfig, TENANT_USER, "tenant"),
@@ -523,21 +563,69 @@ def _start_once(paths: Paths, timeout: float, serve_args: tuple[str, ...] = ()) 
     return _info(paths, server, pid, started=True)
 
 
+def _node_serve_args(paths: Paths) -> tuple[str, ...]:
+    """What a node needs from the control plane; inert while no kubelet runs."""
+    return (
+        f"--controllers={NODE_CONTROLLERS}",
+        f"--apiserver-arg=--kubelet-client-certificate={paths.pki / 'apiserver-kubelet-client.crt'}",
+        f"--apiserver-arg=--kubelet-client-key={paths.pki / 'apiserver-kubelet-client.key'}",
+        "--apiserver-arg=--kubelet-preferred-address-types=InternalIP",
+        # Projected tokens expire when they say (no one-year legacy extension),
+        # so a pod really depends on the kubelet refreshing them.
+        "--apiserver-arg=--service-account-extend-token-expiration=false",
+    )
+
+
+def _node_paths(paths: Paths) -> node.NodePaths:
+    return node.NodePaths(paths.root)
+
+
+def _start_node(paths: Paths, info: ClusterInfo) -> None:
+    node.start(
+        _node_paths(paths),
+        server=info.server,
+        ca_file=paths.pki / "ca.crt",
+        kubelet_kubeconfig=paths.kubelet_kubeconfig,
+        scheduler_kubeconfig=paths.scheduler_kubeconfig,
+        admin_kubeconfig=paths.kubeconfig,
+        kubectl=paths.kubectl,
+    )
+
+
+def node_running(paths: Paths | None = None) -> bool:
+    return node.running(_node_paths(paths or Paths()))
+
+
 def up(
     paths: Paths | None = None,
     timeout: float = 600.0,
     rebuild: bool = True,
     serve_args: tuple[str, ...] = (),
+    with_node: bool = False,
 ) -> ClusterInfo:
     """Start the control plane unless one is running; return how to reach it.
 
     ``serve_args`` go to ``kube-harness serve`` (e.g. ``--controller-manager-arg=...``)
-    when this call starts it.
+    when this call starts it. ``with_node`` adds a kubelet, containerd, a pod
+    network and kube-scheduler (tests/cluster/node.py), to a running control
+    plane too (no restart: its flags and identities are there from the start).
     """
     paths = paths or Paths()
     with locked(paths):
         info = running(paths)
+        if info is not None and with_node and not paths.kubelet_kubeconfig.exists():
+            raise ControlPlaneError(
+                "the running control plane predates the node support: make cluster-down first"
+            )
         if info is not None:
+            if with_node and not node_running(paths):
+                if rebuild:
+                    build_node(paths)
+                try:
+                    _start_node(paths, info)
+                except BaseException:
+                    node.stop(_node_paths(paths), paths.kubectl, paths.kubeconfig)
+                    raise
             log(f"already running (pid {info.pid}): {info.server}")
             return info
         pid = _read_pid(paths)
@@ -547,10 +635,19 @@ def up(
             _stop_pid(paths, pid)
         if rebuild or not paths.harness.exists():
             build(paths)
+        if with_node and (rebuild or not (paths.bin / "kubelet").exists()):
+            build_node(paths)
         attempts = 3
         for attempt in range(1, attempts + 1):
             try:
-                return _start_once(paths, timeout, serve_args)
+                info = _start_once(paths, timeout, serve_args)
+                if with_node:
+                    try:
+                        _start_node(paths, info)
+                    except BaseException:
+                        _down_locked(paths)
+                        raise
+                return info
             except ControlPlaneError as e:
                 # free_ports() can race with another process taking a port.
                 if attempt < attempts and "address already in use" in str(e):
@@ -584,16 +681,23 @@ def down(paths: Paths | None = None) -> bool:
     """Stop the control plane and remove its state. True if one was running."""
     paths = paths or Paths()
     with locked(paths):
-        pid = _read_pid(paths)
-        was_running = pid is not None and _pid_alive(pid)
-        if pid is not None:
-            _stop_pid(paths, pid)
-        if paths.state.exists():
-            shutil.rmtree(paths.state)
-        for p in (paths.kubeconfig, paths.tenant_kubeconfig, paths.operator_kubeconfig):
-            p.unlink(missing_ok=True)
-        log("stopped" if was_running else "was not running")
-        return was_running
+        return _down_locked(paths)
+
+
+def _down_locked(paths: Paths) -> bool:
+    if (paths.root / "node").exists():
+        # The node first, while the API server can still delete its pods.
+        node.stop(_node_paths(paths), paths.kubectl, paths.kubeconfig)
+    pid = _read_pid(paths)
+    was_running = pid is not None and _pid_alive(pid)
+    if pid is not None:
+        _stop_pid(paths, pid)
+    if paths.state.exists():
+        shutil.rmtree(paths.state)
+    for p in (paths.kubeconfig, paths.tenant_kubeconfig, paths.operator_kubeconfig):
+        p.unlink(missing_ok=True)
+    log("stopped" if was_running else "was not running")
+    return was_running
 
 
 # --- command line -------------------------------------------------------------
@@ -604,6 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status", "build", "build-helm"])
     parser.add_argument("--timeout", type=float, default=600.0, help="start-up timeout (s)")
     parser.add_argument("--no-build", action="store_true", help="use the existing binary")
+    parser.add_argument(
+        "--node", action="store_true", help="up: add a node (kubelet, containerd, pod network)"
+    )
     args = parser.parse_args(argv)
     paths = Paths()
     try:
@@ -612,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "build-helm":
             build_helm(paths)
         elif args.command == "up":
-            info = up(paths, timeout=args.timeout, rebuild=not args.no_build)
+            info = up(paths, timeout=args.timeout, rebuild=not args.no_build, with_node=args.node)
             print(f"server:     {info.server}")
             print(f"kubeconfig: {info.kubeconfig} (admin)")
             print(f"            {info.tenant_kubeconfig} (tenant)")
@@ -627,7 +734,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("not running")
                 return 1
             print(f"running (pid {info.pid}): {info.server}")
-    except ControlPlaneError as e:
+            if node_running(paths):
+                print(f"node:    {node.NODE_NAME} ({node.NODE_IP}), logs {paths.root}/kubelet.log")
+    except (ControlPlaneError, node.NodeError) as e:
         log(str(e))
         return 1
     return 0

@@ -96,6 +96,25 @@ func generatePKI(dir string, force bool) error {
 		return err
 	}
 
+	// The apiserver's client certificate towards kubelets (logs, exec,
+	// port-forward), used only when a node runs (tests/cluster/node.py).
+	kcKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	kcTmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	kcDER, err := x509.CreateCertificate(rand.Reader, kcTmpl, caCert, kcKey.Public(), caKey)
+	if err != nil {
+		return err
+	}
+
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return err
@@ -113,6 +132,8 @@ func generatePKI(dir string, force bool) error {
 		{"ca.key", mustKeyBlock(caKey)},
 		{"apiserver.crt", &pem.Block{Type: "CERTIFICATE", Bytes: srvDER}},
 		{"apiserver.key", mustKeyBlock(srvKey)},
+		{"apiserver-kubelet-client.crt", &pem.Block{Type: "CERTIFICATE", Bytes: kcDER}},
+		{"apiserver-kubelet-client.key", mustKeyBlock(kcKey)},
 		{"sa.key", mustKeyBlock(saKey)},
 		{"sa.pub", &pem.Block{Type: "PUBLIC KEY", Bytes: saPub}},
 	}

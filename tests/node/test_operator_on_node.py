@@ -1,0 +1,168 @@
+"""The operator as users run it: the image from deploy/Dockerfile, deploy/
+applied, a pod on a real node calling the API server in-cluster."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+from typing import Any
+
+import pytest
+
+from tests.cluster import node as node_
+from tests.node.conftest import (
+    DEPLOYMENT,
+    NAMESPACE,
+    Node,
+    http_get,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+def _pod_answers(pod: dict[str, Any]) -> tuple[int, str] | None:
+    ip = pod["status"]["podIP"]
+    try:
+        status, _ = http_get(f"http://{ip}:8080/healthz")
+        status_m, metrics = http_get(f"http://{ip}:9090/metrics")
+    except (urllib.error.URLError, OSError):
+        return None
+    return (status, metrics) if status == status_m == 200 else None
+
+
+def _leading(node: Node, pod: dict[str, Any]) -> bool:
+    answered = _pod_answers(pod)
+    return bool(
+        answered
+        and "settings_controller_leader 1.0" in answered[1]
+        and node.lease_holder().startswith(pod["metadata"]["name"])
+    )
+
+
+def _account_model(node: Node, namespace: str) -> str | None:
+    proc = node.kube.kubectl(
+        "get", "configmap", "integration-settings", "-n", namespace, "-o", "json", check=False
+    )
+    if proc.returncode != 0:
+        return None
+    data = json.loads(proc.stdout).get("data", {})
+    return json.loads(data["openai.json"])["model"] if "openai.json" in data else None
+
+
+def test_the_deployment_runs_as_a_pod_that_leads_and_reconciles(operator: Node) -> None:
+    pod = wait_for("a Running, Ready operator pod", operator.running_operator_pod, 120)
+    assert pod["spec"]["nodeName"] == node_.NODE_NAME
+    assert pod["spec"]["containers"][0]["image"] == "localhost/settings-controller:test"
+    assert pod["status"]["podIP"].startswith("10.244.0.")
+    # What the manifest asks for is what runs.
+    container = pod["status"]["containerStatuses"][0]
+    assert container["ready"] and container["restartCount"] == 0
+    uid = operator.exec(
+        NAMESPACE,
+        pod["metadata"]["name"],
+        "python3",
+        "-c",
+        "import os;print(os.getuid(), os.getgid())",
+    )
+    assert uid.split() == ["65532", "65532"]
+    status = operator.exec(NAMESPACE, pod["metadata"]["name"], "cat", "/proc/1/status")
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert fields["Seccomp"].strip() == "2", "RuntimeDefault seccomp filter not applied"
+    assert fields["CapEff"].strip() == "0000000000000000"
+    assert fields["NoNewPrivs"].strip() == "1"
+    wrote = operator.kube.kubectl(
+        "exec", "-n", NAMESPACE, pod["metadata"]["name"], "--", "touch", "/opt/venv/x", check=False
+    )
+    assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr
+
+    # Liveness and metrics answer on the pod's own address; it holds the Lease.
+    wait_for("the pod answering and leading", lambda: _leading(operator, pod), 60)
+    # It reconciles examples/ (applied by the fixture) through the API server.
+    assert (
+        wait_for("acct-123's settings", lambda: _account_model(operator, "acct-123"), 90)
+        == "gpt-4o"
+    )
+    assert wait_for("acct-789's settings", lambda: _account_model(operator, "acct-789"), 30) == (
+        "gpt-4o-mini"
+    )
+
+
+def test_its_serviceaccount_token_is_the_projected_bound_one(operator: Node) -> None:
+    pod = wait_for("a Running, Ready operator pod", operator.running_operator_pod, 120)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    api_access = [v for n, v in volumes.items() if n.startswith("kube-api-access-")]
+    assert len(api_access) == 1, volumes
+    sources = api_access[0]["projected"]["sources"]
+    token_source = next(s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s)
+    assert token_source["path"] == "token"
+    # Decode the claims inside the pod (only the claims leave it, not the token).
+    claims = json.loads(
+        operator.exec(
+            NAMESPACE,
+            pod["metadata"]["name"],
+            "python3",
+            "-c",
+            "import base64,json;t=open('/var/run/secrets/kubernetes.io/serviceaccount/token')"
+            ".read().split('.')[1];print(base64.urlsafe_b64decode(t+'=='*2).decode())",
+        )
+    )
+    assert claims["sub"] == f"system:serviceaccount:{NAMESPACE}:{DEPLOYMENT}"
+    # Bound to this pod and the node, and short-lived (no one-year extension).
+    assert claims["kubernetes.io"]["pod"]["name"] == pod["metadata"]["name"]
+    assert claims["kubernetes.io"]["node"]["name"] == node_.NODE_NAME
+    assert 0 < claims["exp"] - claims["iat"] <= 3607
+
+
+def test_rollout_restart_and_a_deleted_pod_converge(operator: Node) -> None:
+    first = wait_for("a Running, Ready operator pod", operator.running_operator_pod, 120)
+    operator.kube.kubectl("rollout", "restart", "-n", NAMESPACE, f"deployment/{DEPLOYMENT}")
+    operator.kube.kubectl(
+        "rollout",
+        "status",
+        "-n",
+        NAMESPACE,
+        f"deployment/{DEPLOYMENT}",
+        "--timeout=180s",
+        timeout=200,
+    )
+
+    def new_pod(old: str) -> dict[str, Any] | None:
+        pod = operator.running_operator_pod()
+        return pod if pod and pod["metadata"]["name"] != old else None
+
+    second = wait_for("the restarted pod", lambda: new_pod(first["metadata"]["name"]), 120)
+    wait_for("the restarted pod leading", lambda: _leading(operator, second), 60)
+
+    operator.kube.kubectl(
+        "delete", "pod", "-n", NAMESPACE, second["metadata"]["name"], "--wait=false"
+    )
+    third = wait_for("the replacement pod", lambda: new_pod(second["metadata"]["name"]), 120)
+    wait_for("the replacement pod leading", lambda: _leading(operator, third), 60)
+    assert len(operator.operator_pods()) == 1
+
+    # The new leader acts: an override change reaches the account's ConfigMap.
+    operator.kube.kubectl(
+        "patch",
+        "integrationsettings",
+        "openai",
+        "-n",
+        "acct-456",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"overrides": {"model": "gpt-4o"}}}),
+    )
+    wait_for("acct-456 re-rendered", lambda: _account_model(operator, "acct-456") == "gpt-4o", 60)
+    operator.kube.kubectl(
+        "patch",
+        "integrationsettings",
+        "openai",
+        "-n",
+        "acct-456",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"overrides": {"model": "gpt-4.1"}}}),
+    )
+    wait_for("acct-456 restored", lambda: _account_model(operator, "acct-456") == "gpt-4.1", 60)
+    # Nothing stale: the Lease names the live pod, no other operator pod left.
+    assert operator.lease_holder().startswith(third["metadata"]["name"])
