@@ -430,7 +430,9 @@ class Reconciler:
             ("ConfigMap", self.views.configmaps.get(namespace), rendering.CONFIGMAP_NAME),
             ("Secret", self.views.secrets.get(namespace), rendering.CREDENTIALS_SECRET_NAME),
         ):
-            if seen is not None and seen.managed:
+            # Only what an Account owns: a ConfigMap that `settings-controller render |
+            # kubectl apply` wrote carries our label but no owner, and is not ours to remove.
+            if seen is not None and seen.managed and seen.owners:
                 await self.writer.delete(kind, namespace, name)
                 self.metrics.writes.labels(kind).inc()
                 log.info("namespace %s: no account claims it; deleted %s", namespace, name)

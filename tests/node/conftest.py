@@ -163,11 +163,16 @@ def operator(node: Node) -> Iterator[Node]:
         check=False,
         timeout=90,
     )
+    # Waited for while the kubelet still runs: a namespace whose pods are on a
+    # stopped node stays Terminating, and every later test that reuses the
+    # examples' namespaces would wait for it in vain.
     kube.kubectl(
         "delete",
         "namespace",
         *ACCOUNT_NAMESPACES,
         "--ignore-not-found",
-        "--wait=false",
+        "--wait=true",
+        "--timeout=150s",
         check=False,
+        timeout=180,
     )
