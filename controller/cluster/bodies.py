@@ -39,9 +39,10 @@ class Body(TypedDict, total=False):
     data: dict[str, str]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Observed:
-    """One custom resource as the operator last saw it."""
+    """One custom resource as the operator last saw it (one per object held at all
+    times: slots, and nothing of the body the operator does not read)."""
 
     kind: str
     name: str  # the object's name (image-generation, not image_generation)
@@ -51,7 +52,12 @@ class Observed:
     declaration: declarations.Declaration | None
     problems: tuple[findings.Finding, ...]  # why there is no declaration
     status: Mapping[str, Any]
-    resource_version: str = ""  # tells a stale index entry from one that saw our last patch
+    resource_version: str = ""  # tells a stale view from one that saw our last patch
+    # An Account's spec.namespace as written, valid or not: the namespace whose
+    # fate it touches (an invalid Account is reported with that namespace's).
+    claims: str | None = None
+    # The operator's own annotations (the global's test-connection request); no other.
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def involved(self) -> dict[str, Any]:
@@ -77,6 +83,8 @@ def observe(
     declaration, problems = declarations.parse(cat, raw, reserved_namespaces=reserved)
     meta = raw.get("metadata") or {}
     name = str(meta.get("name", ""))
+    spec = raw.get("spec")
+    claims = spec.get("namespace") if isinstance(spec, Mapping) else None
     return Observed(
         kind=str(raw.get("kind", "")),
         name=name,
@@ -87,6 +95,47 @@ def observe(
         problems=tuple(problems),
         status=_status(raw.get("status")),
         resource_version=str(meta.get("resourceVersion", "")),
+        claims=claims if isinstance(claims, str) and claims else None,
+        annotations=_ours(meta.get("annotations")),
+    )
+
+
+def observe_again(before: Observed, body: Mapping[str, Any]) -> Observed | None:
+    """``body``, a newer view of ``before``'s object, without the core's parse when its
+    spec cannot have changed (same uid and generation: the API server bumps the
+    generation on every spec change); None when it may have.
+
+    Most events of a custom resource are the echo of the operator's own status
+    patch: parsing each again was the bulk of a cold start's watch handling.
+    """
+    meta = body.get("metadata") or {}
+    if (
+        not before.generation
+        or str(meta.get("uid", "")) != before.uid
+        or int(meta.get("generation") or 0) != before.generation
+    ):
+        return None
+    return dataclasses.replace(
+        before,
+        status=_status(body.get("status")),
+        resource_version=str(meta.get("resourceVersion", "")),
+        annotations=_ours(meta.get("annotations")),
+    )
+
+
+def _ours(annotations: Any) -> Mapping[str, str]:
+    if not isinstance(annotations, Mapping):
+        return {}
+    return {k: str(v) for k, v in annotations.items() if k.startswith(catalog.GROUP + "/")}
+
+
+def same_but_status(before: Observed | None, after: Observed | None) -> bool:
+    """Whether two views of an object differ only in what the operator writes itself
+    (its status, and the resourceVersion that patch gave it): nothing to reconcile."""
+    if before is None or after is None:
+        return before is after
+    return dataclasses.replace(before, status={}, resource_version="") == dataclasses.replace(
+        after, status={}, resource_version=""
     )
 
 

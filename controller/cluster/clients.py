@@ -1,10 +1,9 @@
 """The one module that talks to the API server for the operator's own requests.
 
-kopf watches the custom resources (logged in from the same kubeconfig, see
-``logins``); everything else the operator reads or writes goes through
-``Client``: server-side applies, status patches, Events, deletions, the lists
-and watches of generated objects, labelled namespaces and platform key
-Secrets, and the leader Lease, over one aiohttp session (``sessions``: a
+Everything the operator reads or writes goes through ``Client``: the lists
+and watches of the custom resources, generated objects, labelled namespaces
+and platform key Secrets, server-side applies, status patches, Events,
+deletions and the leader Lease, over one aiohttp session (``sessions``: a
 quarter of lightkube's client CPU per write, measured by tests/bench). Token,
 client-certificate, basic and exec-plugin kubeconfigs and the in-cluster
 ServiceAccount token are all served there; lightkube only parses the
@@ -230,6 +229,19 @@ class Client:
                 raise
 
     # --- lists and watches ---------------------------------------------------------
+
+    async def list_every(
+        self, kind: str, keep: Callable[[dict[str, Any]], T]
+    ) -> tuple[list[T], str]:
+        """What ``keep`` makes of every ``kind`` in all namespaces, a page at a time; the
+        list's version."""
+        return await self._list(kind, None, _Selector(), keep)
+
+    def watch_every(
+        self, kind: str, resource_version: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Changes to every ``kind`` after ``resource_version``, BOOKMARKs included."""
+        return self._watch(kind, None, _Selector(), resource_version)
 
     async def list_named(
         self, kind: str, name: str, keep: Callable[[dict[str, Any]], T]

@@ -108,9 +108,8 @@ class Verifier:
 
     # --- what the handlers call -----------------------------------------------------
 
-    def global_seen(self, body: Mapping[str, Any]) -> None:
-        annotations = (body.get("metadata") or {}).get("annotations") or {}
-        value = annotations.get(ANNOTATION)
+    def global_seen(self, observed: bodies.Observed) -> None:
+        value = observed.annotations.get(ANNOTATION)
         # The value seen at start is not a request: everything is checked at start anyway.
         if self._global_seen and value is not None and value != self._annotation:
             log.info("test-connection requested (annotation %s)", ANNOTATION)
@@ -133,8 +132,7 @@ class Verifier:
     # --- what to check ----------------------------------------------------------------
 
     def _global(self) -> tuple[bodies.Observed | None, declarations.GlobalSettings | None]:
-        store = self.views.globals.get(self._singleton)
-        observed = next(iter(store), None) if store else None
+        observed = self.views.globals.get(self._singleton)
         decl = observed.declaration if observed is not None else None
         return observed, decl if isinstance(decl, declarations.GlobalSettings) else None
 
@@ -298,12 +296,11 @@ class Verifier:
     async def _account_status(
         self, name: str, global_: declarations.GlobalSettings, settled: Mapping[str, Outcome]
     ) -> None:
-        store = self.views.accounts.get(name)
-        observed = next(iter(store), None) if store else None
+        observed = self.views.accounts.get(name)
         account = observed.declaration if observed is not None else None
         if observed is None or not isinstance(account, declarations.Account):
             return
-        overrides = list(self.views.overrides.get(account.namespace) or ())
+        overrides = list((self.views.overrides.get(account.namespace) or {}).values())
         by_type = {
             o.declaration.type: o.declaration
             for o in overrides
@@ -388,10 +385,10 @@ def on_keys(
     return changed
 
 
-def global_seen(memo: kopf.Memo, body: Mapping[str, Any]) -> None:
+def global_seen(memo: kopf.Memo, observed: bodies.Observed) -> None:
     verifier: Verifier | None = memo.get("connections")
     if verifier is not None:
-        verifier.global_seen(body)
+        verifier.global_seen(observed)
 
 
 def account_seen(memo: kopf.Memo, name: str) -> None:

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from controller.cluster import (
     bodies,
@@ -33,30 +33,23 @@ from controller.core import catalog, decisions, declarations, findings, merging,
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-Index = Mapping[Any, Collection[T]]
 Verdict = decisions.Verdict
 
 
 @dataclasses.dataclass(frozen=True)
 class Views:
-    """Read-only views of the kopf indexes (``kopf.Index`` is a mapping of collections)
-    and of the generated objects and labelled namespaces (``generated``)."""
+    """Read-only views of the custom resources (``resources``), the generated objects
+    and the labelled namespaces (``generated``)."""
 
-    globals: Index[bodies.Observed]  # by name
-    accounts: Index[bodies.Observed]  # by name
-    tenants: Index[str]  # namespace -> names of the accounts claiming it
-    overrides: Index[bodies.Observed]  # by namespace
+    globals: Mapping[str, bodies.Observed]  # by name
+    accounts: Mapping[str, bodies.Observed]  # by name
+    tenants: Mapping[str, Mapping[str, bodies.Observed]]  # namespace -> the Accounts claiming it
+    overrides: Mapping[str, Mapping[str, bodies.Observed]]  # namespace -> its overrides by name
     configmaps: Mapping[str, bodies.Digest]  # by namespace (generated.Digests)
     secrets: Mapping[str, bodies.Digest]  # by namespace (generated.Digests)
     namespaces: Mapping[str, tuple[str, str]] = dataclasses.field(
         default_factory=dict
     )  # namespace -> (plan, account) labels (generated.Namespaces)
-
-
-def _one(index: Index[T], key: Any) -> T | None:
-    store = index.get(key)
-    return next(iter(store), None) if store else None
 
 
 class World:
@@ -67,8 +60,8 @@ class World:
 
     def observed_accounts(self, namespace: str) -> list[bodies.Observed]:
         """Every Account object naming ``namespace`` (valid or not), by name."""
-        names = sorted(set(self.views.tenants.get(namespace) or ()))
-        return [o for n in names if (o := _one(self.views.accounts, n)) is not None]
+        claiming = self.views.tenants.get(namespace) or {}
+        return [claiming[name] for name in sorted(claiming)]
 
     def claimants(self, namespace: str) -> Sequence[declarations.Account]:
         return [
@@ -86,7 +79,7 @@ class World:
     ) -> Mapping[str, Sequence[declarations.IntegrationSettings]]:
         return {
             o.declaration.type: [o.declaration]
-            for o in self.views.overrides.get(namespace) or ()
+            for o in (self.views.overrides.get(namespace) or {}).values()
             if isinstance(o.declaration, declarations.IntegrationSettings)
         }
 
@@ -103,7 +96,6 @@ class Reconciler:
         listed: Sequence[asyncio.Event] = (),
         backoff: queueing.Backoff | None = None,
         bucket: queueing.Bucket | None = None,
-        indexed: asyncio.Event | None = None,
     ) -> None:
         self.catalog = cat
         self.writer = writer
@@ -119,19 +111,13 @@ class Reconciler:
             bucket,
             on_retry=lambda key, delay: meter.retries.inc(),
         )
-        # Set once kopf calls a handler, which it does only when every indexed
-        # kind is listed: before that, a namespace would look unclaimed and its
-        # outputs be removed.
-        # (running.py passes one; tests that call ``sync`` directly need none.)
-        self.indexed = indexed or asyncio.Event()
-        # Set once the generated objects are listed: a render before that would
-        # see none and rewrite every one of them.
-        self._listed = (*listed, indexed) if indexed is not None else tuple(listed)
-        # account name -> the namespace it claimed when last seen: a move or a
-        # deletion must also settle the namespace it leaves.
-        self._claims: dict[str, str] = {}
-        # (kind, namespace) -> (content hash, owner uid) of the output last applied:
-        # the watch event that echoes our own write needs no reconcile.
+        # Set once each followed kind is listed: before that, a namespace would
+        # look unclaimed (its outputs removed), or its outputs missing (every
+        # one rewritten). (running.py passes them; tests that call ``sync``
+        # directly need none.)
+        self._listed = tuple(listed)
+        # (kind, namespace) -> (content hash, owner uid) of an output applied and not
+        # yet echoed: the watch event that echoes our own write needs no reconcile.
         self._written: dict[tuple[str, str], tuple[str, str]] = {}
         self._last_global: declarations.GlobalSettings | None = None
         self.renders = 0  # namespaces synced since start (running.py compacts after bursts)
@@ -144,24 +130,16 @@ class Reconciler:
         self.queue.add(namespace)
 
     async def account_changed(
-        self, name: str, body: Mapping[str, Any], deleted: bool = False
+        self, before: bodies.Observed | None, after: bodies.Observed | None
     ) -> None:
-        """An Account event: settle the namespace it claims and the one it claimed before."""
-        self.indexed.set()
-        spec = body.get("spec") or {}
-        namespace = spec.get("namespace") if isinstance(spec, Mapping) else None
-        observed = None if deleted else _one(self.views.accounts, name)
-        if observed is not None and not isinstance(observed.declaration, declarations.Account):
-            await self.account_invalid(observed)
-        before = self._claims.pop(name, None) if deleted else self._claims.get(name)
-        if isinstance(namespace, str) and namespace:
-            if not deleted:
-                self._claims[name] = namespace
+        """An Account changed (None: absent): settle the namespace it claims and the one
+        it claimed before (a move or a deletion leaves outputs there)."""
+        if after is not None and not isinstance(after.declaration, declarations.Account):
+            await self.account_invalid(after)
+        for namespace in sorted({o.claims for o in (before, after) if o and o.claims}):
             self.request(namespace)
-        if before is not None and before != namespace:
-            self.request(before)
-        if deleted:
-            self.reporter.forget(catalog.ACCOUNT, None, name)
+        if after is None and before is not None:
+            self.reporter.forget(catalog.ACCOUNT, None, before.name)
 
     async def account_invalid(self, observed: bodies.Observed) -> None:
         """An Account the core cannot read (no namespace to queue): say why on it."""
@@ -169,14 +147,12 @@ class Reconciler:
         await self.reporter.status(observed, statuses.blocked(observed, reason, message))
 
     def override_changed(self, namespace: str, name: str, deleted: bool = False) -> None:
-        self.indexed.set()
         if deleted:
             self.reporter.forget(catalog.OVERRIDE, namespace, name)
         self.request(namespace)
 
     async def global_changed(self) -> None:
         """The global changed: its status, then every namespace if its declaration changed."""
-        self.indexed.set()
         await self.global_status()
         current = self._global()
         if current != self._last_global or current is None:
@@ -204,7 +180,6 @@ class Reconciler:
             | {ns for ns, seen in self.views.secrets.items() if seen.managed}
             | set(self.views.namespaces)
         )
-        namespaces.discard(None)  # type: ignore[arg-type,unused-ignore]  # an invalid Account's key
         self.metrics.fanout.observe(len(namespaces))
         self.metrics.accounts.set(len(self.views.accounts))
         log.info("syncing %d namespaces: %s", len(namespaces), why)
@@ -216,7 +191,9 @@ class Reconciler:
     async def generated_changed(self, kind: str, changes: Collection[generated.Change]) -> None:
         """Generated objects changed: repair them unless it is the echo of our own write."""
         for namespace, seen in changes:
-            written = self._written.get((kind, namespace))
+            # Each write is echoed once: what was written is needed only until
+            # then (at 10,000 accounts, 20,000 entries held for nothing).
+            written = self._written.pop((kind, namespace), None)
             if (
                 seen is not None
                 and written is not None
@@ -238,26 +215,19 @@ class Reconciler:
 
     async def account(self, name: str) -> None:
         """Sync the namespace account ``name`` claims, now."""
-        observed = _one(self.views.accounts, name)
+        observed = self.views.accounts.get(name)
         if observed is None:
-            before = self._claims.pop(name, None)
-            if before is not None:
-                await self.sync(before)
             return
         if not isinstance(observed.declaration, declarations.Account):
             await self.account_invalid(observed)
             return
-        self._claims[name] = observed.declaration.namespace
         await self.sync(observed.declaration.namespace)
 
     async def drained(self) -> None:
         await self.queue.settled()
 
     async def global_status(self) -> None:
-        for name in list(self.views.globals):
-            observed = _one(self.views.globals, name)
-            if observed is None:
-                continue
+        for name, observed in list(self.views.globals.items()):
             if name != self._singleton:
                 await self.reporter.status(
                     observed,
@@ -296,7 +266,7 @@ class Reconciler:
             o.name: o for o in observed_accounts if isinstance(o.declaration, declarations.Account)
         }
         overrides = []
-        for o in self.views.overrides.get(namespace) or ():
+        for o in (self.views.overrides.get(namespace) or {}).values():
             if isinstance(o.declaration, declarations.IntegrationSettings):
                 overrides.append(o)
             else:
@@ -318,7 +288,6 @@ class Reconciler:
         global_ = self._global()
         assert account is not None and global_ is not None
         observed = by_name[account.name]
-        self._claims[account.name] = namespace
         result = merging.merge_account(self.catalog, global_, account, decision.overrides)
         try:
             wrote = await self._write(observed, account, global_, result)
@@ -450,7 +419,7 @@ class Reconciler:
         return self.catalog.kinds[catalog.GLOBAL].singleton_name or "default"
 
     def _global(self) -> declarations.GlobalSettings | None:
-        observed = _one(self.views.globals, self._singleton)
+        observed = self.views.globals.get(self._singleton)
         decl = observed.declaration if observed else None
         return decl if isinstance(decl, declarations.GlobalSettings) else None
 

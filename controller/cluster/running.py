@@ -1,4 +1,10 @@
-"""Starting and stopping the operator: kopf's settings, the client, the key watch, the resync."""
+"""Starting and stopping the operator: kopf's settings, the client, what is followed, the resync.
+
+Everything the reconciler reads is followed here with a list and a watch
+(``following``): the three custom kinds (``resources``), the generated
+ConfigMaps and Secrets and the labelled namespaces (``generated``), the
+platform key Secrets (``keys``). kopf runs the process around them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -14,8 +21,7 @@ import pathlib
 import signal
 import time
 import urllib.parse
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import aiohttp.web
 import kopf
@@ -28,10 +34,10 @@ from controller.cluster import (
     following,
     generated,
     keys,
-    kopfpatches,
     leases,
     metrics,
     reconciling,
+    resources,
 )
 from controller.core import catalog, declarations, rendering
 
@@ -61,8 +67,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # A Lease (controller.cluster.leases, taken in ``start``) elects the one
     # replica that watches and writes; the Deployment still runs one, Recreate.
     settings.peering.standalone = True
-    # No handler needs a finalizer (indexes and on.event only), so none is ever
-    # added; should one ever be, it carries our name rather than kopf's.
+    # kopf follows no resource (``resources`` does), so it adds no finalizer;
+    # should one ever be added, it carries our name rather than kopf's.
     settings.persistence.finalizer = f"{catalog.GROUP}/operator"
     # Change-detecting handlers are not used, so kopf stores no diff base. If
     # one is ever added, neither overrides (which may hold a pasted key) nor a
@@ -77,9 +83,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # The reconciler posts its own Events with fixed reasons and value-free
     # messages; kopf's would quote exception texts.
     settings.posting.enabled = False
-    # List in pages: kopf's default reads every Account in one response, and
-    # at 10,000 its parsed bodies alone were a third of the operator's peak memory.
-    settings.watching.chunk_size = clients.LIST_PAGE
     # Fail a hung request quickly: the reconciler retries and the resync catches up.
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
@@ -88,7 +91,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.process.ultimate_exiting_timeout = 25
 
 
-async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
+async def start(memo: kopf.Memo) -> None:
     options: Options = memo.options
     client = clients.Client.connect(options.kubeconfig, memo.catalog)
     meter: metrics.Metrics = memo.metrics
@@ -112,17 +115,22 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
         if probe is not None:
             await probe.cleanup()
     store = keys.KeyStore()
+    observe = functools.partial(bodies.observe, memo.catalog, reserved=options.reserved_namespaces)
+    globals_ = resources.Resources(catalog.GLOBAL, observe)
+    accounts = resources.Resources(catalog.ACCOUNT, observe, group=lambda o: o.claims)
+    overrides = resources.Resources(catalog.OVERRIDE, observe)
     configmaps, secrets = generated.Digests("ConfigMap"), generated.Digests("Secret")
     namespaces = generated.Namespaces()
     views = reconciling.Views(
-        globals=indexes["global_index"],
-        accounts=indexes["account_index"],
-        tenants=indexes["tenant_index"],
-        overrides=indexes["override_index"],
+        globals=globals_.named,
+        accounts=accounts.named,
+        tenants=accounts.grouped,
+        overrides=overrides.grouped,
         configmaps=configmaps,
         secrets=secrets,
         namespaces=namespaces,
     )
+    followed = (globals_, accounts, overrides, configmaps, secrets, namespaces)
     reconciler = reconciling.Reconciler(
         memo.catalog,
         client,
@@ -130,12 +138,19 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
         views,
         meter,
         concurrency=options.concurrency,
-        listed=(configmaps.ready, secrets.ready, namespaces.ready),
-        indexed=asyncio.Event(),
+        listed=tuple(f.ready for f in followed),
     )
     memo.key_store, memo.reconciler = store, reconciler
     memo.tasks = [
         asyncio.create_task(_lead(elector)),
+        *(
+            asyncio.create_task(_follow_resources(client, kind, changed, meter))
+            for kind, changed in (
+                (globals_, functools.partial(_globals_changed, memo)),
+                (accounts, functools.partial(_accounts_changed, memo)),
+                (overrides, functools.partial(_overrides_changed, memo)),
+            )
+        ),
         asyncio.create_task(
             keys.follow(
                 client,
@@ -179,6 +194,52 @@ async def start(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
             options.namespace,
         )
     log.info("started: platform keys from namespace %s", options.namespace)
+
+
+async def _follow_resources(
+    client: clients.Client,
+    store: resources.Resources,
+    changed: Callable[[list[resources.Change]], Awaitable[None]],
+    meter: metrics.Metrics,
+) -> None:
+    await following.follow(
+        f"{store.kind} objects",
+        lambda: client.list_every(store.kind, store.observe),
+        lambda version: client.watch_every(store.kind, version),
+        store,
+        changed,
+        on_error=meter.errors.labels("watch").inc,
+    )
+
+
+async def _globals_changed(memo: kopf.Memo, changes: list[resources.Change]) -> None:
+    for _, after in changes:
+        if after is not None:
+            # first: a global change may start a long fan-out
+            connections.global_seen(memo, after)
+    # Status changes too: the connection checker patches the same conditions,
+    # and a stale view of them may have dropped ours.
+    await memo.reconciler.global_changed()
+
+
+async def _accounts_changed(memo: kopf.Memo, changes: list[resources.Change]) -> None:
+    for before, after in changes:
+        # The echo of our own status patch (or anyone's) renders nothing.
+        if bodies.same_but_status(before, after):
+            continue
+        await memo.reconciler.account_changed(before, after)
+        connections.account_seen(memo, (after or before).name)  # type: ignore[union-attr]
+
+
+async def _overrides_changed(memo: kopf.Memo, changes: list[resources.Change]) -> None:
+    for before, after in changes:
+        if bodies.same_but_status(before, after):
+            continue
+        seen = after or before
+        assert seen is not None
+        namespace = str(seen.namespace)
+        memo.reconciler.override_changed(namespace, seen.name, deleted=after is None)
+        connections.namespace_seen(memo, namespace)
 
 
 async def _follow_generated(
@@ -230,9 +291,6 @@ async def _lead(elector: leases.Elector) -> None:
 async def _resync(reconciler: reconciling.Reconciler, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        # kopf calls no handler when there is no custom resource at all: the
-        # indexes are complete by now either way.
-        reconciler.indexed.set()
         try:
             await reconciler.everything("periodic resync")
         except Exception:
@@ -245,9 +303,9 @@ async def _compact_after_bursts(
     """Once a burst of renders (the start, a fan-out) has been quiet for a while, free what
     it left: cyclic garbage, and the C allocator's free pages.
 
-    The start is the operator's peak: kopf holds every listed object until all are
-    indexed. What is freed afterwards stays in the process unless handed back.
-    Measured at 10,000 accounts: RSS after a restart 339 MiB -> 290 MiB.
+    What a burst frees stays in the process unless handed back (measured at
+    10,000 accounts when kopf still held the listed bodies: RSS after a restart
+    339 MiB -> 290 MiB).
     """
     compacted = seen = 0
     while True:
@@ -294,8 +352,6 @@ def keys_listed(memo: kopf.Memo) -> bool:
 
 def run(options: Options, registry: kopf.OperatorRegistry) -> None:
     """Run until SIGTERM/SIGINT; kopf then runs the cleanup handler and exits."""
-    kopfpatches.install()  # each patch and its reason: see the module
-
     logging.getLogger().handlers.clear()
     kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.JSON)
     if not options.verbose:

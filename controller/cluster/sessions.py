@@ -25,6 +25,8 @@ from typing import Any
 import aiohttp
 from lightkube import KubeConfig
 
+from controller.cluster import decoding
+
 TOKEN_REREAD = 60.0  # seconds: projected ServiceAccount tokens are rotated on disk
 
 
@@ -192,7 +194,7 @@ class Session:
 
     async def get(self, path: str, params: Mapping[str, str]) -> Any:
         """GET a JSON document."""
-        return json.loads(await self.request("GET", path, None, "application/json", params))
+        return decoding.loads(await self.request("GET", path, None, "application/json", params))
 
     async def watch(
         self, path: str, params: Mapping[str, str], timeout: float
@@ -219,7 +221,7 @@ class Session:
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
                         if line.strip():
-                            yield json.loads(line)
+                            yield decoding.loads(line)
         except (TimeoutError, aiohttp.ClientError) as e:
             raise HttpError(0, type(e).__name__) from e
 
@@ -230,7 +232,7 @@ class Session:
 
 
 def decode(payload: bytes) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(payload)
+    document: dict[str, Any] = decoding.loads(payload)
     return document
 
 

@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, one table each, numbers merged into results.json.
 
     python -m tests.bench [--only filemode|cluster] [--filemode-sizes 10000,100000]
-                          [--cluster-sizes 1000,10000] [--edits 50]
+                          [--cluster-sizes 1000,10000,25000] [--edits 50]
 
 File mode first (no cluster needed), then cluster mode (starts its own
 control plane under .cluster/bench and stops it). Each prints its table; both
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=["filemode", "cluster"], default=None)
     parser.add_argument("--filemode-sizes", default="10000,100000")
-    parser.add_argument("--cluster-sizes", default="1000,10000")
+    parser.add_argument("--cluster-sizes", default="1000,10000,25000")
     parser.add_argument("--edits", type=int, default=50)
     args = parser.parse_args(argv)
     tables = []

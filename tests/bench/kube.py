@@ -298,6 +298,28 @@ def raw_session(info: controlplane.ClusterInfo) -> aiohttp.ClientSession:
 # --- the operator under test ---------------------------------------------------------------
 
 
+class Sink:
+    """The fair baseline's two watchers, in their own process (tests/bench/sink.py)."""
+
+    def __init__(self, info: controlplane.ClusterInfo, name: str, log: pathlib.Path) -> None:
+        self.name = name
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.bench.sink", str(info.kubeconfig), name],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -347,11 +369,19 @@ class Operator:
         self.proc = None
 
     def rss_mib(self) -> float:
+        """Resident memory now."""
+        return self._status_mib("VmRSS")
+
+    def peak_mib(self) -> float:
+        """The process's resident high-water mark since it started (its start is the peak)."""
+        return self._status_mib("VmHWM")
+
+    def _status_mib(self, field: str) -> float:
         assert self.proc is not None
         for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {field}")
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the operator process has used."""

@@ -12,13 +12,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from kopf._cogs.clients import watching as kopf_watching
 
 from controller.cluster import (
     bodies,
     following,
     generated,
-    kopfpatches,
     metrics,
     reconciling,
     running,
@@ -174,26 +172,6 @@ def test_no_render_before_the_generated_objects_are_listed(catalog: catalog_.Cat
         assert writer.applied
 
     asyncio.run(main())
-
-
-def test_lean_events_drop_only_managed_fields() -> None:
-    event = {
-        "type": "ADDED",
-        "object": {
-            "metadata": {"name": "a", "uid": "u", "managedFields": [{"manager": "kubectl"}]},
-            "spec": {"plan": "pro"},
-        },
-    }
-    kopfpatches.strip(event)
-    assert event == {
-        "type": "ADDED",
-        "object": {"metadata": {"name": "a", "uid": "u"}, "spec": {"plan": "pro"}},
-    }
-    kopfpatches.strip({"type": "ERROR", "object": {"code": 410}})  # no metadata: left alone
-    kopfpatches.install_lean_watch()
-    kopfpatches.install_lean_watch()  # idempotent: wrapped once
-    assert kopf_watching.infinite_watch is kopfpatches._lean_watch
-    assert kopfpatches._original is not kopfpatches._lean_watch
 
 
 def test_memory_is_compacted_once_after_a_quiet_burst(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -239,12 +240,19 @@ def test_an_unchanged_result_is_not_rewritten(
     cm = support.get_json(installed, *cm_args(account))
     writes = _metric(operator, "settings_controller_writes_total")
     reconciles = _metric(operator, "settings_controller_reconciles_total")
-    # An event that changes nothing the output depends on: a label on the Account.
-    installed.kubectl("label", "account", account, "touched=yes")
+    # An event that changes nothing the output depends on but is a reason to look
+    # again: an annotation under the operator's own prefix (where its requests live).
+    installed.kubectl("annotate", "account", account, f"{support.GROUP}/touched=yes")
     support.until(
         lambda: _metric(operator, "settings_controller_reconciles_total") > reconciles,
         "the account reconciled again",
     )
+    # A label changes no declaration: the event is not even a reconcile.
+    reconciles = _metric(operator, "settings_controller_reconciles_total")
+    installed.kubectl("label", "account", account, "touched=yes")
+    installed.kubectl("wait", "--for=jsonpath={.metadata.labels.touched}=yes", "account", account)
+    time.sleep(1)  # the watch event has long arrived; a reconcile would have counted
+    assert _metric(operator, "settings_controller_reconciles_total") == reconciles
     assert _metric(operator, "settings_controller_writes_total") == writes
     again = support.get_json(installed, *cm_args(account))
     assert again["metadata"]["resourceVersion"] == cm["metadata"]["resourceVersion"]

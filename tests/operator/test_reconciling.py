@@ -84,7 +84,7 @@ def _body(doc: dict[str, Any], uid: str) -> dict[str, Any]:
 def views_for(cat: catalog_.Catalog, accounts: int) -> reconciling.Views:
     global_doc = yaml.safe_load((EXAMPLES / "global.yaml").read_text())
     views = reconciling.Views(
-        globals={"default": [bodies.observe(cat, _body(global_doc, "g"))]},
+        globals={"default": bodies.observe(cat, _body(global_doc, "g"))},
         accounts={},
         tenants={},
         overrides={},
@@ -99,8 +99,9 @@ def views_for(cat: catalog_.Catalog, accounts: int) -> reconciling.Views:
             "metadata": {"name": name},
             "spec": {"plan": "pro", "namespace": name},
         }
-        views.accounts[name] = [bodies.observe(cat, _body(doc, f"uid-{i}"))]  # type: ignore[index]
-        views.tenants[name] = [name]  # type: ignore[index]
+        observed = bodies.observe(cat, _body(doc, f"uid-{i}"))
+        views.accounts[name] = observed  # type: ignore[index]
+        views.tenants[name] = {name: observed}  # type: ignore[index]
     return views
 
 
@@ -113,14 +114,14 @@ def reconciler(
     return reconciling.Reconciler(cat, writer, KEYS, views, metrics.Metrics(), concurrency)
 
 
-def test_only_index_and_event_handlers_are_registered() -> None:
+def test_kopf_runs_the_process_and_follows_no_resource() -> None:
     registry = handlers.registry
     assert handlers.startup in [h.fn for h in registry._activities.get_all_handlers()]
     assert registry._changing.get_all_handlers() == []  # no diff base, no progress annotations
     assert registry._spawning.get_all_handlers() == []  # no daemons/timers: no finalizers
     assert registry._webhooks.get_all_handlers() == []
-    assert len(registry._indexing.get_all_handlers()) == 4
-    assert len(registry._watching.get_all_handlers()) == 3
+    assert registry._indexing.get_all_handlers() == []  # resources.Resources instead
+    assert registry._watching.get_all_handlers() == []
 
 
 def test_fan_out_is_one_bounded_pass(catalog: catalog_.Catalog) -> None:
@@ -212,7 +213,7 @@ def test_a_plan_may_keep_the_keys_out_of_its_namespaces(catalog: catalog_.Catalo
     views = views_for(catalog, 1)
     doc = yaml.safe_load((EXAMPLES / "global.yaml").read_text())
     doc["spec"]["plans"]["pro"]["projectKeys"] = False
-    views.globals["default"] = [bodies.observe(catalog, _body(doc, "g"))]  # type: ignore[index]
+    views.globals["default"] = bodies.observe(catalog, _body(doc, "g"))  # type: ignore[index]
     writer = FakeWriter(views)
     asyncio.run(reconciler(catalog, views, writer).account("acct-0"))
     secret = next(m for m in writer.applied if m["kind"] == "Secret")
