@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Coroutine, Mapping, Sequence
 from typing import Any
 
 from controller.cluster import (
@@ -119,6 +119,8 @@ class Reconciler:
         # (kind, namespace) -> (content hash, owner uid) of an output applied and not
         # yet echoed: the watch event that echoes our own write needs no reconcile.
         self._written: dict[tuple[str, str], tuple[str, str]] = {}
+        # namespace -> the (plan, account) labels applied and not yet echoed, likewise.
+        self._labelled: dict[str, tuple[str, str]] = {}
         self._last_global: declarations.GlobalSettings | None = None
         self.renders = 0  # namespaces synced since start (running.py compacts after bursts)
         meter.count_queue(lambda: self.queue.depth, self.queue.oldest)
@@ -205,8 +207,12 @@ class Reconciler:
             self.request(namespace)
 
     async def namespaces_changed(self, changed: Collection[str]) -> None:
-        """Our labels on a namespace changed (removed by hand, say): settle it again."""
+        """Our labels on a namespace changed (removed by hand, say): settle it again, unless
+        it is the echo of our own labelling (a second sync of every new account)."""
         for namespace in changed:
+            labelled = self._labelled.pop(namespace, None)
+            if labelled is not None and self.views.namespaces.get(namespace) == labelled:
+                continue
             self.request(namespace)
 
     async def namespace(self, namespace: str) -> None:
@@ -306,15 +312,24 @@ class Reconciler:
             return "blocked"
 
         missing = statuses.missing_keys(global_, result, self.keys)
-        await self.reporter.status(observed, statuses.account(observed, result, namespace, missing))
         plan_notes = [
             f
             for f in result.findings
             if f.ref == account.ref
             and f.reason in (findings.Reason.PLAN_FORBIDS, findings.Reason.UNKNOWN_PLAN)
         ]
-        for o in overrides:
-            await self.reporter.status(o, statuses.override(o, result, plan_notes))
+        # Each object's status is its own request: at once, like the outputs.
+        await _all(
+            [
+                self.reporter.status(
+                    observed, statuses.account(observed, result, namespace, missing)
+                ),
+                *(
+                    self.reporter.status(o, statuses.override(o, result, plan_notes))
+                    for o in overrides
+                ),
+            ]
+        )
         return "written" if wrote else "unchanged"
 
     async def _write(
@@ -339,43 +354,51 @@ class Reconciler:
                     f"namespace {namespace}; it is left untouched, and no outputs are written "
                     "there until it is removed or renamed"
                 )
-        wrote = False
         labels = (account.plan, account.name)
         if self.views.namespaces.get(namespace) != labels:
+            self._labelled.pop(namespace, None)
             await self.writer.apply(manifests.namespace(account))
+            self._labelled[namespace] = labels
             self.metrics.writes.labels("Namespace").inc()
+        # The ConfigMap and the Secret are independent: written at once, an
+        # account's writes take two round trips after the namespace, not three.
+        writes = []
         data = result.data
         if not manifests.in_sync(seen_configmap, data, observed.uid, account.plan):
-            await self._apply(
-                "ConfigMap",
-                namespace,
-                manifests.configmap(observed, namespace, data, account.plan),
-                rendering.content_hash(data),
-                observed.uid,
+            writes.append(
+                self._apply(
+                    "ConfigMap",
+                    namespace,
+                    manifests.configmap(observed, namespace, data, account.plan),
+                    rendering.content_hash(data),
+                    observed.uid,
+                    f"account {account.name}: wrote {namespace}/{rendering.CONFIGMAP_NAME}",
+                )
             )
-            log.info("account %s: wrote %s/%s", account.name, namespace, rendering.CONFIGMAP_NAME)
-            wrote = True
         keys = manifests.credential_data(global_, result, self.keys)
         if not manifests.in_sync(seen_secret, keys, observed.uid):
-            await self._apply(
-                "Secret",
-                namespace,
-                manifests.credentials_secret(observed, namespace, keys),
-                rendering.content_hash(keys),
-                observed.uid,
+            writes.append(
+                self._apply(
+                    "Secret",
+                    namespace,
+                    manifests.credentials_secret(observed, namespace, keys),
+                    rendering.content_hash(keys),
+                    observed.uid,
+                    f"account {account.name}: wrote {namespace}/"
+                    f"{rendering.CREDENTIALS_SECRET_NAME} ({len(keys)} keys)",
+                )
             )
-            log.info(
-                "account %s: wrote %s/%s (%d keys)",
-                account.name,
-                namespace,
-                rendering.CREDENTIALS_SECRET_NAME,
-                len(keys),
-            )
-            wrote = True
-        return wrote
+        await _all(writes)
+        return bool(writes)
 
     async def _apply(
-        self, kind: str, namespace: str, manifest: Mapping[str, Any], digest: str, owner: str
+        self,
+        kind: str,
+        namespace: str,
+        manifest: Mapping[str, Any],
+        digest: str,
+        owner: str,
+        done: str = "",
     ) -> None:
         self._written.pop((kind, namespace), None)
         try:
@@ -392,6 +415,8 @@ class Reconciler:
             await self.writer.apply(manifest)
         self._written[(kind, namespace)] = (digest, owner)
         self.metrics.writes.labels(kind).inc()
+        if done:
+            log.info("%s", done)
 
     async def _remove(self, namespace: str) -> None:
         """No account claims ``namespace``: what an account generated there goes."""
@@ -436,6 +461,16 @@ class Reconciler:
 
     async def close(self) -> None:
         await self.queue.close()
+
+
+async def _all(jobs: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``jobs`` at once; raise the first failure once all have ended (none left running)."""
+    if len(jobs) == 1:
+        await jobs[0]
+        return
+    for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 class _Foreign(Exception):

@@ -28,10 +28,10 @@ class Reporter:
     def __init__(self, writer: clients.Writer, meter: metrics.Metrics) -> None:
         self.writer = writer
         self.metrics = meter
-        # The resourceVersion a status was computed from and the digest patched:
-        # an index entry that has not seen our last patch yet is no reason to
-        # patch the same status again.
-        self._patched: dict[Key, tuple[str, str]] = {}
+        # A hash of the resourceVersion a status was computed from and of the status
+        # patched: a view that has not seen our last patch yet is no reason to
+        # patch the same status again. (An int, not the pair: one per object.)
+        self._patched: dict[Key, int] = {}
         self._warned: dict[Key, tuple[str, str]] = {}  # (reason, message) last posted
 
     async def status(self, observed: bodies.Observed, status: Mapping[str, Any]) -> None:
@@ -41,7 +41,8 @@ class Reporter:
         digest = hashlib.blake2b(
             json.dumps(status, sort_keys=True, default=str).encode(), digest_size=16
         ).hexdigest()
-        if self._patched.get(key) == (observed.resource_version, digest):
+        patched = hash((observed.resource_version, digest))
+        if self._patched.get(key) == patched:
             return
         try:
             await self.writer.patch_status(observed.kind, observed.name, observed.namespace, status)
@@ -50,7 +51,7 @@ class Reporter:
             self.metrics.errors.labels("status").inc()
             log.warning("status of %s %s: %s", observed.kind, observed.name, e)
             return
-        self._patched[key] = (observed.resource_version, digest)
+        self._patched[key] = patched
         ready = conditions.find(status, conditions.READY)
         if ready is None:
             return

@@ -22,6 +22,7 @@ import signal
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp.web
 import kopf
@@ -143,14 +144,6 @@ async def start(memo: kopf.Memo) -> None:
     memo.key_store, memo.reconciler = store, reconciler
     memo.tasks = [
         asyncio.create_task(_lead(elector)),
-        *(
-            asyncio.create_task(_follow_resources(client, kind, changed, meter))
-            for kind, changed in (
-                (globals_, functools.partial(_globals_changed, memo)),
-                (accounts, functools.partial(_accounts_changed, memo)),
-                (overrides, functools.partial(_overrides_changed, memo)),
-            )
-        ),
         asyncio.create_task(
             keys.follow(
                 client,
@@ -158,6 +151,26 @@ async def start(memo: kopf.Memo) -> None:
                 store,
                 connections.on_keys(reconciler.keys_changed, memo),
                 on_error=meter.errors.labels("keys").inc,
+            )
+        ),
+    ]
+    # The first statuses and renders should see the keys: wait for their first
+    # listing before following anything (a global judged before it would say its
+    # keys are missing, then take it back: two status writes and a Warning).
+    try:
+        await asyncio.wait_for(store.ready.wait(), options.keys_timeout)
+    except TimeoutError:
+        log.warning(
+            "the Secrets in %s are not listed yet; accounts render without keys until they are",
+            options.namespace,
+        )
+    memo.tasks += [
+        *(
+            asyncio.create_task(_follow_resources(client, kind, changed, meter))
+            for kind, changed in (
+                (globals_, functools.partial(_globals_changed, memo)),
+                (accounts, functools.partial(_accounts_changed, memo)),
+                (overrides, functools.partial(_overrides_changed, memo)),
             )
         ),
         *(
@@ -179,21 +192,26 @@ async def start(memo: kopf.Memo) -> None:
                 on_error=meter.errors.labels("watch").inc,
             )
         ),
+        asyncio.create_task(_listed(followed)),
         asyncio.create_task(_resync(reconciler, options.resync)),
         asyncio.create_task(_compact_after_bursts(reconciler)),
         *connections.start(
             memo, client, store, views, options.verify_interval, options.verify_timeout
         ),
     ]
-    # The first renders should carry the keys: wait for their first listing.
-    try:
-        await asyncio.wait_for(store.ready.wait(), options.keys_timeout)
-    except TimeoutError:
-        log.warning(
-            "the Secrets in %s are not listed yet; accounts render without keys until they are",
-            options.namespace,
-        )
     log.info("started: platform keys from namespace %s", options.namespace)
+
+
+async def _listed(followed: tuple[Any, ...]) -> None:
+    """Say once when everything is listed: renders start then, not before."""
+    started = time.perf_counter()
+    for f in followed:
+        await f.ready.wait()
+    log.info(
+        "listed in %.1fs: %s",
+        time.perf_counter() - started,
+        ", ".join(f"{len(f)} {f.kind}" for f in followed),
+    )
 
 
 async def _follow_resources(

@@ -44,7 +44,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--liveness", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--concurrency", type=int, default=16, help="accounts rendered at once (default 16)"
+        "--concurrency",
+        type=int,
+        default=16,
+        help="accounts rendered at once, each writing its ConfigMap and Secret together (default 16)",
     )
     parser.add_argument(
         "--resync",

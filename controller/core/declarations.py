@@ -13,14 +13,14 @@ from typing import Any
 from controller.core import catalog, credentials, findings, validation
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class SecretKeyRef:
     secret_name: str
     key: str
     endpoint: str | None = None  # the provider API's base URL; None: the provider's public one
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class IntegrationDefaults:
     type: str
     enabled: bool
@@ -29,7 +29,7 @@ class IntegrationDefaults:
     allowed_values: Mapping[str, tuple[Any, ...]]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class GlobalSettings:
     name: str
     plans: Mapping[str, bool]  # plan -> allowOverrides
@@ -46,7 +46,7 @@ class GlobalSettings:
         return self.plans.get(plan)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Account:
     name: str
     plan: str
@@ -58,7 +58,7 @@ class Account:
         return findings.ObjectRef(catalog.ACCOUNT, self.name)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class IntegrationSettings:
     """One account's overrides of one integration, as declared (nothing stripped yet)."""
 

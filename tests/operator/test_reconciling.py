@@ -135,7 +135,8 @@ def test_fan_out_is_one_bounded_pass(catalog: catalog_.Catalog) -> None:
     kinds = [m["kind"] for m in writer.applied]
     assert kinds.count("ConfigMap") == 40 and kinds.count("Secret") == 40
     assert kinds.count("Namespace") == 40
-    assert writer.peak <= 4
+    # Four accounts at once, each writing its ConfigMap and Secret together.
+    assert writer.peak <= 2 * 4
 
 
 def test_unchanged_accounts_are_not_rewritten(catalog: catalog_.Catalog) -> None:
