@@ -381,7 +381,9 @@ async def _run(
     observer = kube.Observer(session)
     observer.start()
     sink = kube.Sink(info, WATCHED, work / "sink.log")
-    operator = kube.Operator(info, work / "operator.log", args.concurrency)
+    operator = kube.Operator(
+        info, work / "operator.log", args.concurrency, work / "heap.json" if args.heap else None
+    )
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
@@ -422,6 +424,9 @@ async def _run(
             )
             row["rss_mib"] = await rss_at_rest(operator)
             log(f"RSS at rest: {row['rss_mib']:.0f} MiB")
+            if args.heap:
+                row["heap"] = operator.heap_breakdown()
+                log(f"heap: {row['heap']['total_kib'] / 1024:.0f} MiB traced")
             # The machine is shared and its speed drifts by tens of percent within
             # minutes: every fan-out is compared with the mean of the baselines
             # measured just before and just after it, and the median of the
@@ -801,6 +806,12 @@ def parser() -> argparse.ArgumentParser:
         "--profile", type=pathlib.Path, default=None, help="py-spy the fan-outs into DIR"
     )
     p.add_argument("--keep", action="store_true", help="leave the control plane running")
+    p.add_argument(
+        "--heap",
+        action="store_true",
+        help="run the operator under tracemalloc and record its heap at rest per size "
+        "(slower: for the breakdown, not the figures)",
+    )
     p.add_argument("--work", type=pathlib.Path, default=None)
     p.add_argument(
         "--markdown",

@@ -329,8 +329,16 @@ def free_port() -> int:
 class Operator:
     """``settings-controller operator`` as a subprocess, as its ServiceAccount (deploy/rbac)."""
 
-    def __init__(self, info: controlplane.ClusterInfo, log: pathlib.Path, concurrency: int):
+    def __init__(
+        self,
+        info: controlplane.ClusterInfo,
+        log: pathlib.Path,
+        concurrency: int,
+        heap: pathlib.Path | None = None,
+    ):
         self.info = info
+        # Under tracemalloc, its heap written to this file on ``heap_breakdown()``.
+        self.heap = heap
         self.log = log
         self.concurrency = concurrency
         self.proc: subprocess.Popen[bytes] | None = None
@@ -340,9 +348,14 @@ class Operator:
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
+            prefix = (
+                [sys.executable, "-X", "tracemalloc=1", "-m", "tests.bench.traced", str(self.heap)]
+                if self.heap
+                else [str(CLI)]
+            )
             self.proc = subprocess.Popen(
                 [
-                    str(CLI),
+                    *prefix,
                     "operator",
                     f"--kubeconfig={self.info.operator_kubeconfig}",
                     f"--namespace={OPERATOR_NAMESPACE}",
@@ -354,6 +367,7 @@ class Operator:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=REPO,
                 env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
             )
 
@@ -367,6 +381,18 @@ class Operator:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+
+    def heap_breakdown(self, timeout: float = 120) -> dict[str, Any]:
+        """What the traced operator holds now, by line and by file (tests/bench/traced.py)."""
+        assert self.proc is not None and self.heap is not None
+        self.heap.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while not self.heap.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("no heap breakdown from the operator")
+            time.sleep(0.5)
+        return dict(json.loads(self.heap.read_text()))
 
     def rss_mib(self) -> float:
         """Resident memory now."""
