@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         log.warning("kept last good output of %s: its declarations have errors", namespace)
     for namespace in report.removed if listed else ():
         log.info("removed %s: its account is no longer declared", out / namespace)
+    if report.replayed:
+        log.info("nothing changed since the last complete pass: its report, without parsing")
     log.info("reconciled %d accounts: %s", report.accounts, common.summary(report))
     if args.output is not None:
         document = {
