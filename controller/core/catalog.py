@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -113,6 +115,9 @@ class Catalog:
     kinds: Mapping[str, Kind]
     integrations: Mapping[str, IntegrationType]
     providers: Mapping[str, Provider] = dataclasses.field(default_factory=dict)
+    # A digest of the schema documents: a record of outputs made under other
+    # schemas must not be trusted (file mode's no-change pass compares it).
+    fingerprint: str = ""
 
     @property
     def overridable_fields(self) -> frozenset[str]:
@@ -158,7 +163,8 @@ class Catalog:
                         f"schemas/integrations/{itype.name}.json: credential {slot.name}: "
                         f"unknown provider {slot.provider!r}"
                     )
-        return cls(kinds=kinds, integrations=integrations, providers=providers)
+        digest = hashlib.sha256(json.dumps(documents, sort_keys=True).encode()).hexdigest()
+        return cls(kinds=kinds, integrations=integrations, providers=providers, fingerprint=digest)
 
 
 def _integration(path: str, doc: Schema) -> IntegrationType:

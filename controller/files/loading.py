@@ -6,6 +6,7 @@ One loader serves ``validate``, ``reconcile``, ``watch`` and ``get``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pathlib
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ class LoadedFile:
     declarations: tuple[declarations.Declaration, ...]
     errors: tuple[findings.Finding, ...]  # YAML and schema problems; any makes the file "bad"
     text: str  # kept to find the line of a later finding; node trees would cost ~10x the memory
+    digest: str = ""  # of the bytes read: a later pass checks a touched file's content by it
 
     @property
     def ok(self) -> bool:
@@ -81,10 +83,16 @@ def load_file(cat: catalog.Catalog, root: pathlib.Path, relpath: str) -> LoadedF
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        return _broken(relpath, line, "file is not valid UTF-8")
+        return dataclasses.replace(
+            _broken(relpath, line, "file is not valid UTF-8"), digest=digest(data)
+        )
     except OSError as e:
         return _broken(relpath, 1, f"cannot read: {e.strerror}")
-    return load_text(cat, relpath, text)
+    return dataclasses.replace(load_text(cat, relpath, text), digest=digest(data))
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_text(cat: catalog.Catalog, relpath: str, text: str) -> LoadedFile:

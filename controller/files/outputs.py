@@ -9,7 +9,9 @@ Layout under ``OUT``::
 
 The record lets a later pass keep an account's last good output when a file
 that fed it stops parsing, skip rewriting unchanged accounts, and remove the
-outputs of accounts that are gone.
+outputs of accounts that are gone. It also holds a ``Snapshot`` of the last
+complete pass, so that a pass over unchanged declarations can answer from it
+without parsing a file.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import os
 import pathlib
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+import stat
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -56,6 +59,21 @@ class Record:
     account: str
     sources: list[str]  # declaration files that produced this output
     files: dict[str, str]  # file name -> content hash
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """What a complete pass read and reported, for a later pass to replay if nothing moved.
+
+    A stamp is ``""`` when it cannot be trusted (the file or directory changed
+    too close to the moment it was stamped): the later pass checks the content
+    (declarations: the digest; outputs: each file) instead.
+    """
+
+    fingerprint: str  # the program, the schemas and the declarations directory
+    report: dict[str, Any]  # the reconciler's summary of the pass
+    inputs: dict[str, tuple[str, str]]  # declaration file -> (stamp, content digest)
+    outputs: dict[str, tuple[str, tuple[str, ...]]]  # namespace -> (directory stamp, file names)
 
 
 class _BlockStyleDumper(_Dumper):  # type: ignore[valid-type, misc]
@@ -130,7 +148,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_atomic(path: pathlib.Path, content: str) -> None:
+def write_atomic(path: pathlib.Path | str, content: str) -> None:
     """Write via a temporary file in the same directory and rename it over ``path``.
 
     Readers see the old file or the new one, never half of one; a failure
@@ -138,17 +156,52 @@ def write_atomic(path: pathlib.Path, content: str) -> None:
     """
     # Hidden, so readers of the directory and our own loader skip it; the pid
     # keeps two controllers (a mistake, but possible) off each other's temp file.
-    tmp = path.with_name(_temp_name(path.name, os.getpid()))
+    # Plain ``os`` calls on strings: a cold pass writes 300,000 files, and
+    # pathlib and a buffered file object cost as much Python as the merge.
+    target = os.fspath(path)
+    head, name = os.path.split(target)
+    tmp = os.path.join(head, _temp_name(name, os.getpid()))
+    data = content.encode()
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-        with os.fdopen(fd, "wb") as stream:
-            os.fchmod(fd, FILE_MODE)  # the umask must not widen or narrow what workloads read
-            stream.write(content.encode())
-        os.replace(tmp, path)
+        try:
+            fd = os.open(tmp, _CREATE, FILE_MODE)
+        except FileExistsError:  # left by a killed process that had our pid
+            os.unlink(tmp)
+            fd = os.open(tmp, _CREATE, FILE_MODE)
+        try:
+            if _umask_narrows():
+                os.fchmod(fd, FILE_MODE)  # the umask must not narrow what workloads read
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+# O_EXCL: the file is new, so its mode is the one asked for, less the umask.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _umask_narrows() -> bool:
+    """Whether the umask takes bits from ``FILE_MODE`` (then each file needs an fchmod).
+
+    Read once per process: reading it means setting it, which is not safe
+    once writer threads run.
+    """
+    global _NARROWS
+    if _NARROWS is None:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _NARROWS = bool(mask & FILE_MODE)
+    return _NARROWS
+
+
+_NARROWS: bool | None = None
 
 
 def _unmark(mark: pathlib.Path) -> None:
@@ -161,12 +214,21 @@ class OutputDir:
 
     def __init__(self, root: pathlib.Path) -> None:
         self.root = root
-        self.records: dict[str, Record] = {}
+        self._records: dict[str, Record] | None = None  # read on first use: see ``records``
         self._changed: set[str] = set()
         self._db: sqlite3.Connection | None = None
         self._marked = False
-        self._load_state()
+        _umask_narrows()  # here, before any writer thread: reading the umask sets it
         self._sweep_after_crash()
+
+    @property
+    def records(self) -> dict[str, Record]:
+        """What was written for each namespace. Read on first use: a pass that replays
+        its snapshot never needs the 100,000 records (a second of JSON at that size)."""
+        if self._records is None:
+            self._records = {}
+            self._load_state()
+        return self._records
 
     @property
     def state_path(self) -> pathlib.Path:
@@ -190,6 +252,8 @@ class OutputDir:
             )
             # `get ACCOUNT --output-dir OUT` finds an account's record by name.
             db.execute("CREATE INDEX IF NOT EXISTS records_by_account ON records (account)")
+            for statement in _SNAPSHOT_SCHEMA:
+                db.execute(statement)
             db.execute(f"PRAGMA user_version={STATE_VERSION}")
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
@@ -242,13 +306,13 @@ class OutputDir:
         try:
             db = self._connect()
             rows = db.execute("SELECT namespace, account, sources, files FROM records").fetchall()
-            self.records = {
+            self._records = {
                 ns: Record(account, json.loads(sources), json.loads(files))
                 for ns, account, sources, files in rows
             }
         except (sqlite3.DatabaseError, ValueError, TypeError):
             # A damaged record only costs rewrites: outputs are re-derived on this pass.
-            self.records = {}
+            self._records = {}
             self._changed = set()
             self._db = None
             with contextlib.suppress(OSError):
@@ -264,31 +328,44 @@ class OutputDir:
         """
         files = {MANIFEST: manifest_yaml(rendering.configmap(account, namespace, data)), **data}
         hashes = {name: rendering.content_hash({name: content}) for name, content in files.items()}
-        directory = self.root / namespace
+        directory = f"{self.root}/{namespace}"
         old = self.records.get(namespace)
         old_hashes = old.files if old else {}
         stale = [
             name
             for name in files
-            if old_hashes.get(name) != hashes[name] or not (directory / name).is_file()
+            if old_hashes.get(name) != hashes[name] or not os.path.isfile(f"{directory}/{name}")
         ]
         try:
             if stale:
-                self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
                 self._mark()
-                directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                self._make_dir(directory)
             for name in stale:
-                write_atomic(directory / name, files[name])
+                write_atomic(f"{directory}/{name}", files[name])
             for name in set(old_hashes) - set(files):
                 with contextlib.suppress(FileNotFoundError):
-                    (directory / name).unlink()
+                    os.unlink(f"{directory}/{name}")
         except OSError as e:
-            raise OutputError(directory, f"cannot write outputs: {e.strerror or e}") from e
+            raise OutputError(
+                self.root / namespace, f"cannot write outputs: {e.strerror or e}"
+            ) from e
         record = Record(account, sorted(sources), dict(sorted(hashes.items())))
         if old != record:
             self.records[namespace] = record
             self._changed.add(namespace)
         return bool(stale)
+
+    def _make_dir(self, directory: str) -> None:
+        """``mkdir -p``, in one system call when the output root exists (a cold pass makes
+        100,000 of these)."""
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileNotFoundError:
+            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
 
     def remove_account(self, namespace: str) -> bool:
         record = self.records.pop(namespace, None)
@@ -327,6 +404,141 @@ class OutputDir:
             raise OutputError(self.state_path, f"cannot write state: {e}") from e
         self._changed.clear()
         return True
+
+    # The snapshot of the last complete pass
+
+    def load_snapshot(self) -> Snapshot | None:
+        """The last complete pass's snapshot, or None (none kept, or the records changed since)."""
+        if not self.state_path.exists():
+            return None
+        try:
+            db = self._connect()
+            row = db.execute("SELECT value FROM meta WHERE key = 'snapshot'").fetchone()
+            if row is None:
+                return None
+            head = json.loads(row[0])
+            inputs = {
+                path: (stamp, digest)
+                for path, stamp, digest in db.execute("SELECT * FROM snapshot_inputs")
+            }
+            written = {
+                ns: (stamp, tuple(names.split("/")) if names else ())
+                for ns, stamp, names in db.execute("SELECT * FROM snapshot_outputs")
+            }
+            return Snapshot(head["fingerprint"], head["report"], inputs, written)
+        except (sqlite3.Error, ValueError, TypeError, KeyError):
+            return None  # unusable: the pass reads everything, as without one
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the snapshot, in one transaction. Records saved later drop it (a trigger)."""
+        try:
+            db = self._connect()
+            with contextlib.closing(db.cursor()) as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute("DELETE FROM snapshot_inputs")
+                cursor.execute("DELETE FROM snapshot_outputs")
+                cursor.executemany(
+                    "INSERT INTO snapshot_inputs VALUES (?, ?, ?)",
+                    ((path, stamp, digest) for path, (stamp, digest) in snapshot.inputs.items()),
+                )
+                cursor.executemany(
+                    "INSERT INTO snapshot_outputs VALUES (?, ?, ?)",
+                    (
+                        (ns, stamp, "/".join(names))
+                        for ns, (stamp, names) in snapshot.outputs.items()
+                    ),
+                )
+                head = {"fingerprint": snapshot.fingerprint, "report": snapshot.report}
+                cursor.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('snapshot', ?)", (json.dumps(head),)
+                )
+                cursor.execute("COMMIT")
+        except (OSError, sqlite3.Error) as e:
+            with contextlib.suppress(sqlite3.Error):
+                self._connect().execute("ROLLBACK")
+            raise OutputError(self.state_path, f"cannot write state: {e}") from e
+
+    def drop_snapshot(self) -> None:
+        """Forget the snapshot: the next pass reads everything."""
+        if not self.state_path.exists():
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._connect().execute("DELETE FROM meta WHERE key = 'snapshot'")
+
+    def directory_stamps(
+        self, namespaces: Iterable[str], reference_ns: int
+    ) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Each namespace's directory stamp and file names, for a snapshot.
+
+        A file deleted from a directory changes the directory's mtime, so one
+        stat per account tells that its files are all still there. A directory
+        changed within ``RACY_NS`` of ``reference_ns`` (the time these stats
+        start) gets no stamp: a deletion in the same clock tick as our own last
+        write would leave its mtime as it was.
+        """
+        out: dict[str, tuple[str, tuple[str, ...]]] = {}
+        for ns in namespaces:
+            record = self.records.get(ns)
+            if record is None:
+                continue
+            names = tuple(record.files)
+            try:
+                st = os.stat(f"{self.root}/{ns}")
+            except OSError:
+                out[ns] = ("", names)
+                continue
+            out[ns] = (directory_stamp(st, reference_ns), names)
+        return out
+
+    def outputs_intact(self, written: Mapping[str, tuple[str, tuple[str, ...]]]) -> bool:
+        """Whether every file in ``written`` is still there (what a pass would otherwise
+        rewrite): one stat per unchanged directory, one per file in the others."""
+        root = str(self.root)
+        for ns, (stamp, names) in written.items():
+            directory = f"{root}/{ns}"
+            try:
+                st = os.stat(directory)
+            except OSError:
+                return False
+            if stamp and directory_stamp(st, None) == stamp:
+                continue
+            for name in names:
+                try:
+                    if not stat.S_ISREG(os.stat(f"{directory}/{name}").st_mode):
+                        return False
+                except OSError:
+                    return False
+        return True
+
+
+# Timestamps closer than this to the moment they are read are not trusted
+# (see ``directory_stamps``): filesystem clocks tick coarsely (jiffies) and a
+# change within the same tick keeps the old mtime. Assumes the clock of the
+# filesystem agrees with this machine's within this margin.
+RACY_NS = 2_000_000_000
+
+
+def directory_stamp(st: os.stat_result, reference_ns: int | None) -> str:
+    """Identity and change times of a directory; "" when too recent to trust."""
+    if reference_ns is not None and max(st.st_mtime_ns, st.st_ctime_ns) >= reference_ns - RACY_NS:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+_SNAPSHOT_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS snapshot_inputs ("
+    " path TEXT PRIMARY KEY, stamp TEXT NOT NULL, digest TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS snapshot_outputs ("
+    " namespace TEXT PRIMARY KEY, stamp TEXT NOT NULL, files TEXT NOT NULL)",
+    # Any change to the records, by this version or another (an older one
+    # knows nothing of snapshots), makes the snapshot stale: dropped here.
+    *(
+        f"CREATE TRIGGER IF NOT EXISTS records_{event.lower()} AFTER {event} ON records"
+        " BEGIN DELETE FROM meta WHERE key = 'snapshot'; END"
+        for event in ("INSERT", "UPDATE", "DELETE")
+    ),
+)
 
 
 def lookup(root: pathlib.Path, account: str) -> tuple[str, Record] | None:

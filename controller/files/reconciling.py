@@ -4,6 +4,11 @@ A ``Reconciler`` keeps the parsed files between passes, so ``watch`` re-reads
 only what changed and re-merges only the accounts a change touches: a change
 to the global re-renders every account (unchanged ones are not rewritten), a
 change to an override or account file only the accounts it declares.
+
+A complete pass leaves a snapshot in the output record (every declaration
+file's stamp and digest, every output directory's stamp, the report), so a
+new process (``reconcile``) finds a tree where nothing changed by a stat of
+every file, and replays the report without parsing or writing (``replay``).
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import hashlib
+import json
 import os
 import pathlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
+from typing import Any
 
+from controller import version
 from controller.core import catalog, declarations, findings, inventory, merging
 from controller.files import loading, outputs
 
@@ -64,6 +73,8 @@ class PassReport:
     removed: list[str] = dataclasses.field(default_factory=list)
     files_read: int = 0
     seconds: float = 0.0
+    accounts: int = 0  # accounts with effective settings (rendered or not)
+    replayed: bool = False  # answered from the last complete pass's snapshot
 
     @property
     def errors(self) -> list[Located]:
@@ -123,6 +134,8 @@ class Reconciler:
             ]
             report.seconds = time.perf_counter() - started
             return report
+        complete = changed is None
+        begun_ns = time.time_ns()
         affected = self._reload(changed, report)
         if affected is None:
             affected = set(self.inventory.accounts) | set(self.results)
@@ -131,8 +144,89 @@ class Reconciler:
         self._output_errors = []
         self._merge(affected, report)
         report.findings = self._located() + self._output_errors
+        report.accounts = len(self.results)
+        if complete and self.out is not None:
+            self._snapshot(report, begun_ns)
         report.seconds = time.perf_counter() - started
         return report
+
+    # The snapshot: a pass with nothing changed, without parsing
+
+    def replay(self) -> PassReport | None:
+        """The report of a pass over unchanged inputs, from the last complete pass's snapshot,
+        or None when anything it depended on moved (then ``run()`` does the pass).
+
+        Nothing is parsed or written. It checks the program and schemas (the
+        fingerprint), that the same declaration files exist with the same
+        stamps (a touched file: the same content digest), that the records are
+        those the snapshot was taken with (any save drops it), and that every
+        output a pass would repair is still there. Only for a reconciler that
+        has not run yet: ``watch`` needs the parsed files, so it always runs.
+        """
+        started = time.perf_counter()
+        if self.out is None or self._scanned or not self.root.exists():
+            return None
+        snapshot = self.out.load_snapshot()
+        if snapshot is None or snapshot.fingerprint != self._fingerprint():
+            return None
+        listed = self.files if self.files is not None else loading.discover(self.root)
+        if len(listed) != len(snapshot.inputs):
+            return None
+        root = str(self.root)
+        for rel in listed:
+            recorded = snapshot.inputs.get(rel)
+            if recorded is None:
+                return None
+            stamp, digest = recorded
+            path = f"{root}/{rel}"
+            try:
+                now = _stamp_text(os.stat(path), None)
+                if not stamp or now != stamp:
+                    with open(path, "rb") as stream:
+                        if loading.digest(stream.read()) != digest:
+                            return None
+            except OSError:
+                return None
+        if not self.out.outputs_intact(snapshot.outputs):
+            return None
+        report = _report_of(snapshot.report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _fingerprint(self) -> str:
+        """What a snapshot's report depends on besides the declarations and the records."""
+        return json.dumps(
+            [
+                version.VERSION,
+                _source_digest(),
+                self.catalog.fingerprint,
+                str(self.root),
+                str(self.root.resolve()),
+                self.files,
+            ]
+        )
+
+    def _snapshot(self, report: PassReport, begun_ns: int) -> None:
+        """Keep what a later ``replay`` checks; only after a pass that wrote every output it meant to."""
+        assert self.out is not None
+        try:
+            if self._output_errors:
+                self.out.drop_snapshot()
+                return
+            inputs = {
+                rel: (_stamp_text(stamp, begun_ns), self.loaded[rel].digest)
+                for rel, stamp in self.stamps.items()
+            }
+            kept = set(report.kept)
+            written = self.out.directory_stamps(
+                (ns for ns in self.out.records if ns not in kept), time.time_ns()
+            )
+            self.out.save_snapshot(
+                outputs.Snapshot(self._fingerprint(), _summary(report), inputs, written)
+            )
+        except outputs.OutputError as e:
+            self._output_failed(e)
+            report.findings.extend(self._output_errors)
 
     # Reading
 
@@ -343,10 +437,70 @@ def _outcome(action: Callable[[], bool]) -> bool | outputs.OutputError:
 def _stamp(path: pathlib.Path) -> tuple[int, ...] | None:
     """What identifies a file's content cheaply; None when it is gone. Follows symlinks."""
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _stamp_text(stamp: os.stat_result | tuple[int, ...], begun_ns: int | None) -> str:
+    """A stamp as the snapshot keeps it; "" when the file changed too close to ``begun_ns``
+    (the pass's start) to be trusted, so that the next check reads its content."""
+    if isinstance(stamp, os.stat_result):
+        stamp = (stamp.st_dev, stamp.st_ino, stamp.st_size, stamp.st_mtime_ns, stamp.st_ctime_ns)
+    if begun_ns is not None and max(stamp[3:]) >= begun_ns - outputs.RACY_NS:
+        return ""
+    return ":".join(map(str, stamp))
+
+
+@functools.cache
+def _source_digest() -> str:
+    """The code a pass's result depends on: a snapshot from other code is not replayed,
+    even under the same version number (an editable install)."""
+    digest = hashlib.sha256()
+    for package in ("core", "files"):
+        directory = pathlib.Path(__file__).resolve().parent.parent / package
+        for path in sorted(directory.glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _summary(report: PassReport) -> dict[str, Any]:
+    """What ``replay`` needs to give the same report as a pass over the same inputs."""
+    return {
+        "accounts": report.accounts,
+        "unchanged": len(report.written) + report.unchanged,  # written now, unchanged next time
+        "kept": report.kept,
+        "findings": [
+            [
+                item.file,
+                item.line,
+                f.severity.value,
+                f.reason.value,
+                *((f.ref.kind, f.ref.name, f.ref.namespace) if f.ref else (None, None, None)),
+                f.message,
+            ]
+            for item in report.findings
+            for f in [item.finding]
+        ],
+    }
+
+
+def _report_of(summary: dict[str, Any]) -> PassReport:
+    located = []
+    for file, line, severity, reason, kind, name, namespace, message in summary["findings"]:
+        ref = findings.ObjectRef(kind, name, namespace) if kind is not None else None
+        finding = findings.Finding(
+            findings.Severity(severity), findings.Reason(reason), message, ref
+        )
+        located.append(Located(file, line, finding))
+    return PassReport(
+        findings=located,
+        unchanged=summary["unchanged"],
+        kept=list(summary["kept"]),
+        accounts=summary["accounts"],
+        replayed=True,
+    )
 
 
 def _path(source: object) -> str | None:
