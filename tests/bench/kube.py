@@ -71,6 +71,36 @@ def start_control_plane() -> tuple[controlplane.Paths, controlplane.ClusterInfo]
     return paths, info
 
 
+def cpu_seconds(paths: controlplane.Paths, *pids: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the control plane's processes under
+    ``paths`` (kube-apiserver, etcd, kube-controller-manager) and by ``pids``, by name."""
+    used: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        if pid in pids:
+            name = f"pid {pid}"
+        elif (
+            len(argv) > 1
+            and argv[0].endswith(b"kube-harness")
+            and str(paths.root).encode() in b" ".join(argv)
+        ):
+            name = argv[1].decode()
+            if name == "serve":
+                continue  # the supervisor: idle
+        else:
+            continue
+        used[name] = used.get(name, 0.0) + (int(stat[11]) + int(stat[12])) / tick
+    return used
+
+
 def kubectl(info: controlplane.ClusterInfo, *args: str, input: str | None = None) -> str:
     done = subprocess.run(
         [str(info.kubectl_path), f"--kubeconfig={info.kubeconfig}", *args],
