@@ -224,6 +224,7 @@ async def cold_start(
     names: set[str],
     timeout: float,
     cpu: CpuMeter = no_cpu,
+    profile: pathlib.Path | None = None,
 ) -> dict[str, Any]:
     """Operator (re)started: until every account is Ready and has its ConfigMap; the
     writes every client made meanwhile (the operator is the only one writing)."""
@@ -231,6 +232,8 @@ async def cold_start(
     cpu_before = cpu()
     started = time.perf_counter()
     operator.start()
+    if profile is not None:
+        operator.profile(profile, seconds=max(10, len(names) // 150))
     ready = observer.wait_ready(names)
     present = observer.wait_configmaps(names, lambda _: True)
     await asyncio.wait_for(asyncio.gather(ready.done, present.done), timeout)
@@ -464,7 +467,14 @@ async def _run(
             )
             names = {s.name for s in all_specs[:n]}
             row["cold_start"] = await cold_start(
-                paths, info.server, operator, observer, names, 1800, cpu
+                paths,
+                info.server,
+                operator,
+                observer,
+                names,
+                1800,
+                cpu,
+                args.profile / f"cold-{n}.speedscope.json" if args.profile else None,
             )
             row["cold_start"]["never_rendered"] = n - created
             created = n
