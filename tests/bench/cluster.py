@@ -442,6 +442,15 @@ async def _run(
                 log(
                     f"restart: {row['restart']['s']:.1f} s, writes {row['restart']['apiserver_writes']}"
                 )
+            if args.kyverno:
+                # Kyverno's generate/clone/synchronize on the same control plane and
+                # namespaces, operator stopped (tests/bench/kyverno.py; never raises).
+                from tests.bench import kyverno
+
+                operator.stop()
+                row["kyverno"] = await kyverno.beside(
+                    paths, info, observer, sorted(names), row["baseline"]["writes_per_s"], work
+                )
             results["sizes"].append(row)
             row = {}
     except BaseException as e:
@@ -636,6 +645,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--profile", type=pathlib.Path, default=None, help="py-spy the fan-outs into DIR"
+    )
+    p.add_argument(
+        "--kyverno",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after each size, Kyverno's generate/clone fan-out beside ours (tests/bench/kyverno.py)",
     )
     p.add_argument("--keep", action="store_true", help="leave the control plane running")
     p.add_argument("--work", type=pathlib.Path, default=None)
