@@ -21,7 +21,6 @@ import yaml
 from controller.commands import common
 from controller.core import catalog, connections, declarations
 from controller.files import loading
-from controller.providers import checks
 
 ENV_PREFIX = "SETTINGS_CONTROLLER_KEY_"
 
@@ -100,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     targets = connections.targets(cat, global_)
+    # Imported here: the provider client (aiohttp, its TLS context) is a tenth of a
+    # second that every other command, `reconcile` with nothing changed above all,
+    # need not pay.
+    from controller.providers import checks
+
     outcomes = asyncio.run(checks.check_all(targets, _key_reader(args), timeout=args.timeout))
     verdict = connections.verdict(outcomes)
     entries = [o.entry() for o in outcomes]
