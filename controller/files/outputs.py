@@ -183,6 +183,21 @@ def write_atomic(path: pathlib.Path | str, content: str) -> None:
         raise
 
 
+def _make_dirs(path: pathlib.Path) -> None:
+    """``mkdir -p`` with ``DIR_MODE`` at every level it creates: ``Path.mkdir(parents=True)``
+    makes the missing parents with the default mode, world-writable under a umask of 0."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, DIR_MODE)
+        os.chmod(directory, DIR_MODE)  # the umask must not narrow nor a zero one widen it
+
+
 # O_EXCL: the file is new, so its mode is the one asked for, less the umask.
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
@@ -238,8 +253,8 @@ class OutputDir:
         if self._db is None:
             # Explicit modes: under a umask of 0 the output root and SQLite's files
             # (database, -wal, -shm) would otherwise be world-writable.
-            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            self.state_path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            _make_dirs(self.root)
+            _make_dirs(self.state_path.parent)
             db = sqlite3.connect(self.state_path, isolation_level=None, check_same_thread=False)
             # WAL without a sync per commit: a crash may lose the last records,
             # which only costs rewriting files whose content is the same.
@@ -296,7 +311,7 @@ class OutputDir:
         self._marked = True
         mark = self.root / STATE_DIR / f"{WRITER_MARK}{os.getpid()}"
         with contextlib.suppress(OSError):
-            mark.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            _make_dirs(mark.parent)
             os.close(os.open(mark, os.O_WRONLY | os.O_CREAT, FILE_MODE))
             atexit.register(_unmark, mark)
 
@@ -361,7 +376,7 @@ class OutputDir:
         try:
             os.mkdir(directory, DIR_MODE)
         except FileNotFoundError:
-            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            _make_dirs(self.root)
             os.mkdir(directory, DIR_MODE)
         except FileExistsError:
             if not os.path.isdir(directory):
