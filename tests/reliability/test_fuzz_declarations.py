@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import json
 import math
 import re
@@ -33,8 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller import schemafiles
-from controller.cluster import bodies, metrics, reconciling
-from controller.core import declarations, findings, inventory, merging
+from controller.cluster import bodies, metrics, reconciling, resources
+from controller.core import catalog, declarations, findings, inventory, merging
 from controller.files import loading
 from tests.core import builders
 from tests.reliability.conftest import Figures, fuzz_budget
@@ -401,20 +402,25 @@ def test_fuzz_operator_render_of_objects_that_bypassed_admission(figures: Figure
         observed = [bodies.observe(CATALOG, _as_object(b, f"uid-{i}")) for i, b in enumerate(raw)]
         if with_valid_global:
             observed.append(bodies.observe(CATALOG, _as_object(builders.global_body(), "g")))
-        views = reconciling.Views(
-            globals={}, accounts={}, tenants={}, overrides={}, configmaps={}, secrets={}
-        )
         for o in observed:
             for p in o.problems:
                 assert FAKE_KEY not in p.message
-            if o.kind == "GlobalIntegrationSettings":
-                views.globals.setdefault(o.name, []).append(o)  # type: ignore[attr-defined]
-            elif o.kind == "IntegrationSettings":
-                views.overrides.setdefault(o.namespace, []).append(o)  # type: ignore[attr-defined]
-            else:
-                views.accounts.setdefault(o.name, []).append(o)  # type: ignore[attr-defined]
-                if isinstance(o.declaration, declarations.Account):
-                    views.tenants.setdefault(o.declaration.namespace, []).append(o.name)  # type: ignore[attr-defined]
+        # The operator's own stores, as running.py builds them.
+        observe = functools.partial(bodies.observe, CATALOG)
+        globals_ = resources.Resources(catalog.GLOBAL, observe)
+        accounts = resources.Resources(catalog.ACCOUNT, observe, group=lambda o: o.claims)
+        overrides = resources.Resources(catalog.OVERRIDE, observe)
+        globals_.replace(o for o in observed if o.kind == catalog.GLOBAL)
+        overrides.replace(o for o in observed if o.kind == catalog.OVERRIDE)
+        accounts.replace(o for o in observed if o.kind not in (catalog.GLOBAL, catalog.OVERRIDE))
+        views = reconciling.Views(
+            globals=globals_.named,
+            accounts=accounts.named,
+            tenants=accounts.grouped,
+            overrides=overrides.grouped,
+            configmaps={},
+            secrets={},
+        )
         writer = RecordingWriter()
 
         async def main() -> None:
