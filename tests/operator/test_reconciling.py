@@ -139,6 +139,32 @@ def test_fan_out_is_one_bounded_pass(catalog: catalog_.Catalog) -> None:
     assert writer.peak <= 2 * 4
 
 
+def test_the_echoes_of_its_own_writes_sync_nothing_again(catalog: catalog_.Catalog) -> None:
+    """A new account's namespace labels, ConfigMap and Secret each come back on a watch:
+    none of them is a reason to sync the account a second time; a drift is."""
+    views = views_for(catalog, 1)
+    writer = FakeWriter(views)
+
+    async def main() -> None:
+        r = reconciler(catalog, views, writer)
+        await r.account("acct-0")
+        synced = r.renders
+        # What the watches report after those writes (FakeWriter updated the views).
+        await r.namespaces_changed(["acct-0"])
+        for kind, seen in (("ConfigMap", views.configmaps), ("Secret", views.secrets)):
+            await r.generated_changed(kind, [("acct-0", seen["acct-0"])])
+        assert r.queue.depth == 0
+        await r.drained()
+        assert r.renders == synced
+        # Someone else relabels the namespace: that is synced.
+        views.namespaces["acct-0"] = ("free", "acct-0")  # type: ignore[index]
+        await r.namespaces_changed(["acct-0"])
+        await r.drained()
+        assert r.renders == synced + 1
+
+    asyncio.run(main())
+
+
 def test_unchanged_accounts_are_not_rewritten(catalog: catalog_.Catalog) -> None:
     views = views_for(catalog, 3)
     writer = FakeWriter(views)
