@@ -44,7 +44,7 @@ manifests: $(VENV)/.installed
 	$(CLUSTER_CTL) build
 	$(BIN)/python deploy/chart/generate.py --kubectl $${KUBE_HARNESS_DIR:-.cluster}/bin/kubectl
 
-# Benchmarks, 20-30 minutes: not part of `make test` (see tests/bench/README.md).
+# Benchmarks, about an hour (Kyverno and 25,000 accounts included): not part of `make test` (see tests/bench/README.md).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.bench
 

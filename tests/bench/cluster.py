@@ -896,13 +896,13 @@ def markdown(merged: dict[str, Any]) -> str:
         for row in f.get("cold", []):
             if "no_change_s" in row:
                 runs = row.get("no_change_runs_s", [])
-                spread = ", runs " + ", ".join(f"{r:.1f}" for r in runs) if runs else ""
+                spread = ", runs " + ", ".join(f"{r:.2f}" for r in runs) if runs else ""
                 goal = (
                     f"< 2 s: {_met(row['no_change_s'] < 2)}" if row["accounts"] == 100_000 else ""
                 )
                 rows.append(
                     f"| `reconcile` with nothing changed | {row['accounts']:,} | "
-                    f"{row['no_change_s']:.1f} s (median{spread}) | | | {goal} |"
+                    f"{row['no_change_s']:.2f} s (median{spread}) | | | {goal} |"
                 )
         w = f.get("watch")
         if w:
