@@ -87,13 +87,16 @@ def observe(
     """Parse a custom resource's body with the core, as file mode parses a document
     (``reserved``: the namespaces no Account may claim)."""
     raw: dict[str, Any] = dict(body)
-    # An object nested too deeply (stored by a cluster without the admission
-    # policy) is not copied (a deep copy recurses): the core refuses it by name.
-    if validation.too_deep(raw) is None:
-        raw = copy.deepcopy(raw)  # the declaration must not share the watch event's dicts
+    # The declaration must not share the event's dicts: its spec is copied (the
+    # rest of what is kept is strings or re-encoded; managedFields, more than
+    # half a body, need no copy). A spec nested too deeply (stored by a cluster
+    # without the admission policy) is not copied (a deep copy recurses): the
+    # core refuses it by name.
+    spec = raw.get("spec")
+    if isinstance(spec, dict) and validation.too_deep(spec) is None:
+        raw["spec"] = copy.deepcopy(spec)
     declaration, problems = declarations.parse(cat, raw, reserved_namespaces=reserved)
     meta = raw.get("metadata") or {}
-    spec = raw.get("spec")
     claims = spec.get("namespace") if isinstance(spec, Mapping) else None
     namespace = meta.get("namespace")
     return Observed(

@@ -116,11 +116,10 @@ class Reconciler:
         # one rewritten). (running.py passes them; tests that call ``sync``
         # directly need none.)
         self._listed = tuple(listed)
-        # (kind, namespace) -> (content hash, owner uid) of an output applied and not
-        # yet echoed: the watch event that echoes our own write needs no reconcile.
+        # What was written and not yet echoed, by (kind, namespace): an output's
+        # (content hash, owner uid), a Namespace's (plan, account) labels. The
+        # watch event that echoes our own write needs no reconcile.
         self._written: dict[tuple[str, str], tuple[str, str]] = {}
-        # namespace -> the (plan, account) labels applied and not yet echoed, likewise.
-        self._labelled: dict[str, tuple[str, str]] = {}
         self._last_global: declarations.GlobalSettings | None = None
         self.renders = 0  # namespaces synced since start (running.py compacts after bursts)
         meter.count_queue(lambda: self.queue.depth, self.queue.oldest)
@@ -210,7 +209,7 @@ class Reconciler:
         """Our labels on a namespace changed (removed by hand, say): settle it again, unless
         it is the echo of our own labelling (a second sync of every new account)."""
         for namespace in changed:
-            labelled = self._labelled.pop(namespace, None)
+            labelled = self._written.pop(("Namespace", namespace), None)
             if labelled is not None and self.views.namespaces.get(namespace) == labelled:
                 continue
             self.request(namespace)
@@ -356,9 +355,9 @@ class Reconciler:
                 )
         labels = (account.plan, account.name)
         if self.views.namespaces.get(namespace) != labels:
-            self._labelled.pop(namespace, None)
+            self._written.pop(("Namespace", namespace), None)
             await self.writer.apply(manifests.namespace(account))
-            self._labelled[namespace] = labels
+            self._written[("Namespace", namespace)] = labels
             self.metrics.writes.labels("Namespace").inc()
         # The ConfigMap and the Secret are independent: written at once, an
         # account's writes take two round trips after the namespace, not three.

@@ -245,8 +245,10 @@ async def _accounts_changed(memo: kopf.Memo, changes: list[resources.Change]) ->
         # The echo of our own status patch (or anyone's) renders nothing.
         if bodies.same_but_status(before, after):
             continue
+        seen = after or before
+        assert seen is not None
         await memo.reconciler.account_changed(before, after)
-        connections.account_seen(memo, (after or before).name)  # type: ignore[union-attr]
+        connections.account_seen(memo, seen.name)
 
 
 async def _overrides_changed(memo: kopf.Memo, changes: list[resources.Change]) -> None:
