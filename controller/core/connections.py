@@ -188,31 +188,82 @@ def next_delay(outcome: Outcome, failures: int, interval: float, base: float = 5
 
 
 def printable_endpoint(url: str) -> str:
-    """The endpoint without userinfo, query or fragment: what may appear in a status."""
-    parts = urllib.parse.urlsplit(url)
+    """The endpoint's origin, ``scheme://host[:port]``: what may appear in a status, an Event, a
+    log line or the CLI's output. A path, a query or userinfo can carry a secret (a gateway
+    that takes the key in its path), so none is shown; the admission policy and the core
+    refuse key-shaped ones anyway."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<endpoint that is not a URL>"
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    netloc = f"{host}:{port}" if port is not None else host  # port 0 shown too
+    origin = f"{parts.scheme}://{netloc}"
+    return (
+        "<endpoint that looks like a key>" if credentials.looks_like_key_value(origin) else origin
+    )
 
 
 _MASKED = re.compile(r"\S*\*{3,}\S*")  # "sk-abc***xyz": a provider quoting part of a key
 _MIN_FRAGMENT = 4
+# The promise: no run of this many characters of any key, anywhere the controller writes.
+WINDOW = 8
+REDACTED = "<redacted>"
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every key, key fragment and key-shaped word replaced by ``<redacted>``."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "<redacted>")
-        for size in range(len(secret) - 1, _MIN_FRAGMENT - 1, -1):
+    """``text`` with every key, every run of ``WINDOW`` characters of a key (a middle fragment
+    included), short prefixes and suffixes, and key-shaped words replaced by ``<redacted>``."""
+    secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    text = _windows_redacted(text, secrets)
+    for secret in secrets:
+        for size in range(min(len(secret) - 1, WINDOW - 1), _MIN_FRAGMENT - 1, -1):
             for fragment in (secret[:size], secret[-size:]):
-                text = text.replace(fragment, "<redacted>")
-    text = _MASKED.sub("<redacted>", text)
+                text = text.replace(fragment, REDACTED)
+    text = _MASKED.sub(REDACTED, text)
     return " ".join(
-        "<redacted>" if credentials.looks_like_key_value(word.strip(".,;:'\"()")) else word
+        REDACTED if credentials.looks_like_key_value(word.strip(".,;:'\"()")) else word
         for word in text.split(" ")
     )
+
+
+def _windows_redacted(text: str, secrets: Sequence[str]) -> str:
+    """Every stretch of ``text`` covered by some ``WINDOW``-character run of a key, redacted."""
+    windows = {s[i : i + WINDOW] for s in secrets for i in range(len(s) - WINDOW + 1)}
+    if not windows or len(text) < WINDOW:
+        return text
+    covered = [False] * len(text)
+    for i in range(len(text) - WINDOW + 1):
+        if text[i : i + WINDOW] in windows:
+            covered[i : i + WINDOW] = [True] * WINDOW
+    if not any(covered):
+        return text
+    out: list[str] = []
+    for i, char in enumerate(text):
+        if not covered[i]:
+            out.append(char)
+        elif i == 0 or not covered[i - 1]:
+            out.append(REDACTED)
+    return "".join(out)
+
+
+def leaks(text: str, secrets: Iterable[str]) -> bool:
+    """Whether ``text`` holds a run of ``WINDOW`` characters of any key (a whole short key)."""
+    for secret in secrets:
+        if not secret:
+            continue
+        if len(secret) < WINDOW:
+            if secret in text:
+                return True
+            continue
+        if any(secret[i : i + WINDOW] in text for i in range(len(secret) - WINDOW + 1)):
+            return True
+    return False
 
 
 # The condition's reason when several keys fail: the one a person must act on first.
@@ -228,17 +279,31 @@ _SEVERITY = (
 )
 
 
-_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+# The shape of every provider code worth showing (OpenAI's ``invalid_api_key``,
+# ``insufficient_quota``, ``rate_limit_exceeded``; Runware's ``invalidApiKey``): letters
+# and separators only. No digits: a code may otherwise carry a key in pieces (7
+# characters between separators) or case-folded, which no literal 8-run test sees.
+_CODE = re.compile(r"[A-Za-z][A-Za-z_.-]{0,47}")
+_SEPARATORS = re.compile(r"[^a-z0-9]")
+
+
+def _folded(text: str) -> str:
+    """``text`` lower-cased without separators: what a reader can still rebuild a key from."""
+    return _SEPARATORS.sub("", text.lower())
 
 
 def provider_code(value: Any, secrets: Iterable[str] = ()) -> str:
     """A provider's machine-readable error code (``invalid_api_key``, ``invalidApiKey``), fit to
-    show: a short identifier, with nothing of a key in it; else empty. The only provider text
-    ever shown."""
+    show: a short word of letters and ``_ . -``, with no run of ``WINDOW`` characters of any key
+    in it even case-folded and with separators removed; else empty. The only provider text ever
+    shown (the reason says what happened either way)."""
     if not isinstance(value, str) or not _CODE.fullmatch(value):
         return ""
     secrets = [s for s in secrets if s]
-    if any(value in s or s in value for s in secrets) or scrub(value, secrets) != value:
+    if any(value in s for s in secrets) or leaks(value, secrets) or scrub(value, secrets) != value:
+        return ""
+    folded = _folded(value)
+    if leaks(folded, (f for f in map(_folded, secrets) if f)):
         return ""
     return value
 

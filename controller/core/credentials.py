@@ -83,9 +83,55 @@ def looks_like_key_value(value: Any) -> bool:
     return bool(_RUN.search(value)) and all(p.search(value) for p in _MIXED)
 
 
+# Why an endpoint (a credential's base URL) is refused, in words: the value is never quoted.
+ENDPOINT_USERINFO = (
+    "holds userinfo (user:password@host); the key belongs in the Secret, never in the URL"
+)
+ENDPOINT_KEY = (
+    "looks like it holds an API key (in its host, path or query); the key belongs in the "
+    "Secret, never in the URL"
+)
+ENDPOINT_ESCAPE = (
+    "holds a percent escape (%XX), which could spell a key the other tests cannot see; a "
+    "provider's base URL needs none"
+)
+# Path separators are not part of a key: a key is searched for segment by segment, so that
+# a long gateway path is not one "run".
+ENDPOINT_SEPARATOR = "/"
+
+
+def endpoint_problem(url: Any) -> str | None:
+    """Why ``url`` may not be a credential's endpoint, or None. An endpoint is shown (by
+    origin) in statuses and sent on every check; a key in it would travel with both. The
+    admission policy applies the same three tests (``celrules.endpoint_*``).
+
+    A ``%`` escape is refused rather than decoded: CEL cannot decode one, so the
+    admission policy could not see a key spelled ``%73%6b%2d...`` (which a gateway
+    decodes back), and the two must refuse the same endpoints."""
+    if not isinstance(url, str):
+        return None
+    if "@" in url:
+        return ENDPOINT_USERINFO
+    if "%" in url:
+        return ENDPOINT_ESCAPE
+    if looks_like_key_value(url.replace(ENDPOINT_SEPARATOR, " ")):
+        return ENDPOINT_KEY
+    return None
+
+
 def printable_name(name: str) -> str:
     """A field or object name safe to print: one shaped like a key is never echoed."""
     return "<name that looks like a key>" if looks_like_key_value(name) else name
+
+
+# A word of free text: what lies between spaces, quotes, brackets and path separators.
+_WORD = re.compile(r"""[^\s/'"`,;:=()\[\]{}<>]+""")
+
+
+def redact(text: str) -> str:
+    """``text`` with every word shaped like a key replaced, as names are printed: for
+    free text that quotes names (a log line, an Event), whoever wrote it."""
+    return _WORD.sub(lambda m: printable_name(m.group()), text)
 
 
 def nested_names(value: Any) -> Iterator[str]:

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Collection, Hashable, Mapping
 from typing import Any
 
-from controller.core import catalog, credentials, findings, validation
+from controller.core import catalog, credentials, findings, screening, validation
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,8 +38,10 @@ class GlobalSettings:
     keyless_plans: frozenset[str] = frozenset()  # plans with projectKeys: false
 
     def projects_keys(self, plan: str) -> bool:
-        """Whether this plan's accounts get the platform keys in their namespace."""
-        return plan not in self.keyless_plans
+        """Whether this plan's accounts get the platform keys in their namespace: a plan
+        the global does not declare gets none (least privilege: a plan renamed in the
+        global before its Accounts must not hand them every key)."""
+        return plan in self.plans and plan not in self.keyless_plans
 
     def allows_overrides(self, plan: str) -> bool | None:
         """True/False for a known plan, None for an unknown one (which may not override)."""
@@ -139,12 +141,39 @@ def parse(
         findings.error(findings.Reason.SCHEMA_VIOLATION, _with_hint(cat, p), ref, p.path, source)
         for p in problems
     ]
-    if not errors:  # the semantic checks read the fields the schema guarantees
-        errors.extend(_semantic(cat, body, ref, source))
-        errors.extend(reserved_namespace(body, reserved_namespaces, ref, source))
+    # The checks beyond the schema run on a body that failed it too, wherever the
+    # part they read is well-formed: one run shows every problem of a file.
+    errors.extend(_semantic(cat, body, ref, source))
+    errors.extend(reserved_namespace(body, reserved_namespaces, ref, source))
     if errors:
+        errors.extend(_fields_of_invalid(cat, body, ref, source, errors))
         return None, errors
     return _build(cat, kind.name, body, source), []
+
+
+def _fields_of_invalid(
+    cat: catalog.Catalog,
+    body: Mapping[str, Any],
+    ref: findings.ObjectRef,
+    source: Hashable,
+    errors: list[findings.Finding],
+) -> list[findings.Finding]:
+    """The override fields of an IntegrationSettings that failed its schema, screened as the
+    merge would (without the global's allowedValues, which a parse does not know); fields
+    the schema already reported are not reported twice."""
+    if body.get("kind") != catalog.OVERRIDE:
+        return []
+    meta, spec = body.get("metadata"), body.get("spec")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    overrides = spec.get("overrides") if isinstance(spec, dict) else None
+    type_name = cat.type_for_object_name(name) if isinstance(name, str) else None
+    if type_name is None or not isinstance(overrides, dict):
+        return []
+    if not all(isinstance(field, str) for field in overrides):
+        return []
+    reported = {e.path[:3] for e in errors}
+    _, found = screening.fields(cat, cat.integrations[type_name], overrides, None, ref, source)
+    return [f for f in found if f.path[:3] not in reported and f.path[:2] not in reported]
 
 
 def _with_hint(cat: catalog.Catalog, problem: validation.Problem) -> str:
@@ -169,11 +198,17 @@ def _semantic(
     if body.get("kind") != catalog.GLOBAL:
         return []
     out = []
-    for name, block in body["spec"]["integrations"].items():
-        out.extend(keys_in_global_block(name, block, ref, source))
-        for field, allowed in block.get("allowedValues", {}).items():
-            default = block["defaults"].get(field)
-            if default is not None and default not in allowed:
+    # Read defensively: the body may have failed its schema.
+    spec = body.get("spec")
+    integrations = spec.get("integrations") if isinstance(spec, dict) else None
+    for name, block in _items(integrations):
+        if not isinstance(block, dict):
+            continue
+        out.extend(keys_in_global_block(str(name), block, ref, source))
+        defaults = block.get("defaults")
+        for field, allowed in _items(block.get("allowedValues")):
+            default = defaults.get(field) if isinstance(defaults, dict) else None
+            if isinstance(allowed, list) and default is not None and default not in allowed:
                 path = ("spec", "integrations", name, "defaults", field)
                 out.append(
                     findings.error(
@@ -195,7 +230,7 @@ def keys_in_global_block(
     out = []
     base = ("spec", "integrations", name)
     for section in ("defaults", "allowedValues"):
-        for field, value in block.get(section, {}).items():
+        for field, value in _items(block.get(section)):
             names = credentials.nested_names(value)
             values = credentials.nested_values(value)
             if any(map(credentials.looks_like_key_value, (*names, *values))):
@@ -209,7 +244,21 @@ def keys_in_global_block(
                         source,
                     )
                 )
-    for slot, secret_ref in block.get("credentials", {}).items():
+    for slot, secret_ref in _items(block.get("credentials")):
+        if not isinstance(secret_ref, dict):
+            continue
+        problem = credentials.endpoint_problem(secret_ref.get("endpoint"))
+        if problem is not None:
+            path = (*base, "credentials", slot, "endpoint")
+            out.append(
+                findings.error(
+                    findings.Reason.KEY_SHAPED_VALUE,
+                    f"{validation.dotted(path)}: {problem}",
+                    ref,
+                    path,
+                    source,
+                )
+            )
         for part in ("secretName", "key"):
             if credentials.looks_like_key_value(secret_ref.get(part)):
                 path = (*base, "credentials", slot, part)
@@ -242,8 +291,9 @@ def reserved_namespace(
     copied there and the namespace relabelled."""
     if body.get("kind") != catalog.ACCOUNT:
         return []
-    namespace = body["spec"]["namespace"]
-    if namespace not in reserved:
+    spec = body.get("spec")
+    namespace = spec.get("namespace") if isinstance(spec, dict) else None
+    if not isinstance(namespace, str) or namespace not in reserved:
         return []
     path = ("spec", "namespace")
     return [
@@ -256,6 +306,11 @@ def reserved_namespace(
             source,
         )
     ]
+
+
+def _items(value: Any) -> list[tuple[Any, Any]]:
+    """The entries of a mapping the schema may not have vouched for; none for anything else."""
+    return list(value.items()) if isinstance(value, dict) else []
 
 
 def _build(

@@ -1,11 +1,12 @@
-"""The merge rules of DESIGN.md: ``account override > global default``, made exact.
+"""The merge rules of the README (its "Merge rules"): ``account override > global default``, made exact.
 
 1. A field's effective value is the account's active, allowed override, else the default.
 2. ``using_global`` is true exactly when no override field is applied.
 3. Only the integration's overridable fields apply; others are stripped and
    reported by name (credential-looking names as attempts to set a key).
 4. A value outside its type, range or allowedValues rejects that field only.
-5. Plans that may not override (and unknown plans) apply nothing.
+5. Plans that may not override (and unknown plans) apply nothing; an unknown plan also
+   gets no platform keys (``GlobalSettings.projects_keys``) and is always reported.
 6. No IntegrationSettings object means defaults.
 7. Defaults reach every account that does not override the field.
 8. Same inputs, same result: everything here is ordered and pure.
@@ -19,10 +20,10 @@ read the global; a UI renders the seed's dropdown and slider from this.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from controller.core import catalog, credentials, declarations, findings, rendering, validation
+from controller.core import catalog, credentials, declarations, findings, rendering, screening
 
 Reason = findings.Reason
 
@@ -119,12 +120,12 @@ def merge_account(
     """The effective settings of one account."""
     found: list[findings.Finding] = []
     allowed = global_.allows_overrides(account.plan)
-    if overrides and allowed is None:
+    if allowed is None:
+        # Said whether or not it has overrides: it gets no platform keys either.
         found.append(
             findings.note(
                 Reason.UNKNOWN_PLAN,
-                f"plan {credentials.printable_name(account.plan)!r} is not listed in GlobalIntegrationSettings spec.plans, "
-                "so its overrides are not applied",
+                unknown_plan(account.plan, global_.plans),
                 account.ref,
                 ("spec", "plan"),
                 account.source,
@@ -175,7 +176,7 @@ def merge_account(
             elif allowed:
                 applied = accepted
         values = {
-            f: applied.get(f, defaults.defaults[f])
+            f: as_typed(itype.schema["properties"][f], applied.get(f, defaults.defaults[f]))
             for f in itype.fields
             if f in applied or f in defaults.defaults
         }
@@ -189,6 +190,17 @@ def merge_account(
             )
         )
     return AccountResult(account=account, integrations=tuple(results), findings=tuple(found))
+
+
+def unknown_plan(plan: str, declared: Collection[str]) -> str:
+    """Why an account whose plan the global does not declare gets least privilege."""
+    names = ", ".join(sorted(credentials.printable_name(p) for p in declared)) or "none"
+    return (
+        f"plan {credentials.printable_name(plan)!r} is not declared in "
+        f"GlobalIntegrationSettings spec.plans (declared: {names}): the account gets the "
+        "platform defaults, no overrides and no platform keys until the plan is declared or "
+        "the Account names a declared one"
+    )
 
 
 def choices(
@@ -208,9 +220,32 @@ def choices(
     for field in itype.fields:
         schema = dict(itype.schema["properties"][field])
         if field in defaults.allowed_values:
-            schema["enum"] = list(defaults.allowed_values[field])
+            schema["enum"] = [as_typed(schema, v) for v in defaults.allowed_values[field]]
         fields[field] = schema
     return {"overrides_allowed": True, "fields": fields}
+
+
+def as_typed(schema: Mapping[str, Any], value: Any) -> Any:
+    """``value`` with every integral float where ``schema`` says integer made an int.
+
+    JSON Schema calls ``100.0`` an integer, and YAML reads ``max_tokens: 100.0`` as a
+    float; the API server stores it as ``100``. The outputs say ``"type":"integer"``, so
+    both modes write ``100``."""
+    kind = schema.get("type")
+    if isinstance(value, float) and value.is_integer():
+        integer = kind == "integer" or (isinstance(kind, list) and "integer" in kind)
+        return int(value) if integer else value
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {
+            k: as_typed(properties.get(k, extra if isinstance(extra, dict) else {}), v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [as_typed(items if isinstance(items, dict) else {}, v) for v in value]
+    return value
 
 
 # (id of the integration type, allowed, allowedValues) -> (that type, choices,
@@ -239,59 +274,6 @@ def screen_overrides(
     override: declarations.IntegrationSettings,
 ) -> tuple[dict[str, Any], list[findings.Finding]]:
     """Split declared overrides into the fields that may apply and findings for the rest."""
-    accepted: dict[str, Any] = {}
-    found: list[findings.Finding] = []
-
-    def reject(reason: Reason, field: str, text: str) -> None:
-        path = ("spec", "overrides", field)
-        found.append(
-            findings.error(
-                reason, f"{validation.dotted(path)}: {text}", override.ref, path, override.source
-            )
-        )
-
-    for field in sorted(override.overrides):
-        value = override.overrides[field]
-        if field not in itype.fields:
-            if cat.looks_like_credential(field) or credentials.looks_like_key_value(field):
-                reject(Reason.CREDENTIAL_STRIPPED, field, "stripped: " + _KEY_HINT)
-            else:
-                reject(
-                    Reason.FIELD_STRIPPED,
-                    field,
-                    f"stripped: not an overridable field of {itype.name} "
-                    f"(overridable: {', '.join(itype.fields)})",
-                )
-        elif any(cat.looks_like_credential(n) for n in credentials.nested_names(value)):
-            reject(
-                Reason.CREDENTIAL_STRIPPED,
-                field,
-                "stripped: it contains a key-like field. " + _KEY_HINT,
-            )
-        elif any(
-            map(
-                credentials.looks_like_key_value,
-                (*credentials.nested_names(value), *credentials.nested_values(value)),
-            )
-        ):
-            reject(
-                Reason.CREDENTIAL_STRIPPED,
-                field,
-                "rejected: the value looks like an API key. " + _KEY_HINT,
-            )
-        else:
-            problems = itype.check(field, value)
-            choices = defaults.allowed_values.get(field)
-            if not problems and choices is not None and value not in choices:
-                problems = [f"must be one of the allowed values: {', '.join(map(str, choices))}"]
-            if problems:
-                reject(Reason.VALUE_REJECTED, field, "rejected: " + "; ".join(problems))
-            else:
-                accepted[field] = value
-    return accepted, found
-
-
-_KEY_HINT = (
-    "platform keys cannot be set by an account; they come from the GlobalIntegrationSettings "
-    "credentials (a Secret)"
-)
+    return screening.fields(
+        cat, itype, override.overrides, defaults.allowed_values, override.ref, override.source
+    )

@@ -19,6 +19,9 @@ CREDENTIALS_SECRET_NAME = "integration-credentials"
 MANAGED_BY = "settings-controller"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_ACCOUNT = f"{catalog.GROUP}/account"
+# On an account's namespace (read by the admission policy) and on its ConfigMap,
+# so that a restarted operator knows the namespace is labelled without a write.
+LABEL_PLAN = f"{catalog.GROUP}/plan"
 ANNOTATION_HASH = f"{catalog.GROUP}/content-hash"
 
 

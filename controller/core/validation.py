@@ -8,16 +8,79 @@ schema keyword alone and located by path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+from controller.core import credentials, patterns
 
-from controller.core import credentials
+if TYPE_CHECKING:
+    # Imported when a validator is first built (``Validator``): jsonschema is ~70 ms of
+    # start-up that a `reconcile` with nothing changed, which validates nothing, need not pay.
+    import jsonschema
 
 Path = tuple[str | int, ...]
+
+
+def _pattern(
+    validator: Any, pattern: str, instance: Any, schema: Any
+) -> Iterator[jsonschema.ValidationError]:
+    if validator.is_type(instance, "string") and not patterns.search(pattern, instance):
+        import jsonschema
+
+        yield jsonschema.ValidationError("does not match its pattern")
+
+
+def _pattern_properties(
+    validator: Any, properties: dict[str, Any], instance: Any, schema: Any
+) -> Iterator[jsonschema.ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in properties.items():
+        for key, value in instance.items():
+            if patterns.search(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+# Draft 2020-12 with patterns read as JSON Schema and admission read them (core/patterns.py),
+# not as Python's ``re.search`` would: every schema check in the controller uses this one,
+# as ``validation.Validator`` (built on first use, see ``__getattr__``).
+if TYPE_CHECKING:
+    Validator: type[jsonschema.Draft202012Validator]
+
+
+@functools.cache
+def _validator_class() -> type[jsonschema.Draft202012Validator]:
+    import jsonschema
+
+    extended: type[jsonschema.Draft202012Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # the stubs leave extend untyped
+        jsonschema.Draft202012Validator,
+        {"pattern": _pattern, "patternProperties": _pattern_properties},
+    )
+    return extended
+
+
+def __getattr__(name: str) -> type[jsonschema.Draft202012Validator]:
+    if name == "Validator":
+        return _validator_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def check_patterns(schema: Any) -> None:
+    """Compile every ``pattern`` in ``schema`` now: a bad one is a schema error at load."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                patterns.compiled(node["pattern"])
+            for key in node.get("patternProperties", {}):
+                patterns.compiled(key)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,13 +128,17 @@ def problems(
     """Everything wrong with ``instance``. ``fast_validator`` (jsonschema_rs) answers the
     common case, a valid body, without building error objects; messages always
     come from ``validator``."""
-    if fast_validator is not None and fast_validator.is_valid(instance):
+    fast_says_valid = fast_validator is None or fast_validator.is_valid(instance)
+    if fast_validator is not None and fast_says_valid:
         # jsonschema_rs refuses NaN wherever a number is typed, and only typed
         # values ever reach an output; untyped NaN is left for JSON to refuse.
         return []
     found: list[Problem] = list(_non_finite(instance, ()))
     for error in validator.iter_errors(instance):
         found.extend(_describe(error))
+    if not found and not fast_says_valid:
+        # The two engines disagree: never let through what one of them refuses.
+        found.append(Problem((), "is not valid"))
     return sorted(set(found), key=lambda p: (tuple(str(x) for x in p.path), p.message))
 
 

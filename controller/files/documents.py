@@ -4,6 +4,11 @@ libyaml composes the nodes (fast, and it keeps marks); a small walk turns them
 into values and refuses what JSON cannot hold or what would hurt: duplicate or
 non-string keys, merge keys, custom tags, NaN, too deep or alias-multiplied
 documents (YAML bombs).
+
+No message quotes the source: a key pasted by mistake can be a mapping key
+(then duplicated), a tag (``!sk-...``), an anchor or alias name, and errors
+reach terminals, CI logs and JSON reports. Messages name the problem and the
+line; the parser's own wording is kept only with anything quoted in it removed.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from controller.core import validation
+from controller.core import credentials, validation
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_NODES = 100_000  # per document, counting every alias expansion
@@ -98,14 +103,17 @@ class Document:
 
 
 def parse(text: str, keep_nodes: bool = False) -> list[Document]:
-    """Every document of a YAML stream. Raises ``DocumentError`` at the first problem."""
+    """Every document of a YAML stream but the empty ones, as kubectl skips them.
+
+    Raises ``DocumentError`` at the first problem.
+    """
     if len(text) > MAX_FILE_BYTES:
         raise DocumentError(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB", 1)
     _check_flow_depth(text)
     out: list[Document] = []
     try:
         for index, node in enumerate(_compose_all(text)):
-            if node is None:
+            if node is None or _is_null(node):
                 continue
             walk = _Walk()
             body = walk.value(node, 0)
@@ -114,7 +122,7 @@ def parse(text: str, keep_nodes: bool = False) -> list[Document]:
             )
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        problem = e.problem or e.context or "invalid YAML"
+        problem = _unquoted("; ".join(filter(None, (e.context, e.problem))))
         raise DocumentError(f"invalid YAML: {problem}", mark.line + 1 if mark else 1) from None
     except yaml.YAMLError as e:  # reader errors: bad encoding, control characters
         raise DocumentError(f"invalid YAML: {_reader_problem(e)}", _reader_line(text, e)) from None
@@ -147,6 +155,16 @@ def _check_flow_depth(text: str) -> None:
             depth -= 1
 
 
+def _is_null(node: yaml.Node) -> bool:
+    """An empty document (a trailing ``---``, generators emit one) or a ``null`` one: kubectl
+    (``apply -f``) skips both, so the same files must mean the same objects here. The index of
+    the documents after it is kept (their position in the file)."""
+    return isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG
+
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
 @functools.lru_cache(maxsize=32)
 def with_nodes(text: str) -> tuple[Document, ...]:
     """The documents of ``text`` with their node trees, to find lines for findings."""
@@ -164,7 +182,22 @@ def _compose_all(text: str) -> Iterator[yaml.Node | None]:
 
 def _reader_problem(error: yaml.YAMLError) -> str:
     reason = getattr(error, "reason", None)
-    return str(reason) if reason else "unreadable characters"
+    return _unquoted(str(reason)) if reason else "unreadable characters"
+
+
+# What the parser quotes (an alias name, a tag handle): dropped, but for one or
+# two characters of YAML syntax ("expected ',' or ']'"). libyaml's own messages
+# are fixed strings; PyYAML's pure-Python parser, the fallback, quotes the
+# source in several ('found undefined alias %r').
+_QUOTED = re.compile(r"""(?<![^\s(])(?:'[^']{3,}'|"[^"]{3,}"|`[^`]{3,}`|\S*[!&*]\S{2,})""")
+
+
+def _unquoted(problem: str) -> str:
+    """The parser's problem without any part of the source it may quote."""
+    text = " ".join(_QUOTED.sub("", problem).split()).strip(" ;:,")
+    if not text or credentials.looks_like_key_value(text) or len(text) > 120:
+        return "the text here is not valid YAML"
+    return text
 
 
 def _reader_line(text: str, error: yaml.YAMLError) -> int:
@@ -197,6 +230,7 @@ class _Walk:
 
     def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -207,9 +241,26 @@ class _Walk:
                     "mapping keys must be strings (quote keys such as yes, on, 1)", line
                 )
             if key in out:
-                raise DocumentError(f"duplicate key {key!r}", line)
+                # The key itself is not quoted: it may be a secret pasted by mistake.
+                raise DocumentError(
+                    f"duplicate key: the same key is already set at line {lines[key]} "
+                    "of this mapping",
+                    line,
+                )
+            lines[key] = line
             out[key] = self.value(value_node, depth + 1)
         return out
+
+
+# The tags a scalar may carry (implicitly, or spelled out as ``!!int``), and what
+# a value that does not fit its tag is called.
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:bool": "boolean",
+    "tag:yaml.org,2002:int": "integer",
+    "tag:yaml.org,2002:float": "number",
+}
+_YAML_TAG = "tag:yaml.org,2002:"
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
@@ -217,13 +268,31 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     if node.tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:str"):
         # Dates stay strings: JSON has no date type.
         return node.value
-    construct = _SCALARS.get(node.tag)
-    if construct is None or node.tag in ("tag:yaml.org,2002:binary", "tag:yaml.org,2002:set"):
-        raise DocumentError(f"unsupported YAML tag {node.tag}", line)
+    what = _SCALAR_TAGS.get(node.tag)
+    if what is None:
+        raise DocumentError(_unsupported_tag(node.tag), line)
     try:
-        value = construct(_constructor, node)
-    except ValueError:  # an integer of more than 4,300 digits (sys.get_int_max_str_digits)
-        raise DocumentError("number is too large", line) from None
+        value = _SCALARS[node.tag](_constructor, node)
+    except (ValueError, KeyError, TypeError, OverflowError):
+        # ValueError: an integer of more than 4,300 digits (sys.get_int_max_str_digits),
+        # or ``!!int``/``!!bool`` on text that is none; the text is not quoted.
+        if what == "integer" and len(node.value) > 4_000:
+            raise DocumentError("number is too large", line) from None
+        raise DocumentError(f"value is not a valid {what}", line) from None
     if isinstance(value, float) and not math.isfinite(value):
         raise DocumentError("NaN and Infinity are not allowed (JSON cannot hold them)", line)
     return value
+
+
+def _unsupported_tag(tag: str) -> str:
+    """Names the standard YAML types (``!!binary``, ``!!set``); a custom tag is not quoted:
+    ``!sk-...`` is a key pasted where a tag goes."""
+    name = tag.removeprefix(_YAML_TAG)
+    if tag.startswith(_YAML_TAG) and name in _STANDARD_TYPES:
+        return f"unsupported YAML tag !!{name}; write plain values"
+    return "unsupported YAML tag (custom and language-specific tags are not allowed)"
+
+
+_STANDARD_TYPES = frozenset(
+    {"binary", "set", "omap", "pairs", "merge", "value", "yaml", "seq", "map", "timestamp"}
+)

@@ -1,4 +1,4 @@
-"""Fixtures for the connection checks: local provider servers and a global pointing at them."""
+"""Fixtures for the connection checks: the provider simulator and a global pointing at it."""
 
 from __future__ import annotations
 
@@ -9,16 +9,25 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.connections import providers
+from tests.providers import simulator
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 ENDPOINTS = {"apiKey": "openai", "dalle": "openai", "runware": "runware"}
 
 
 @pytest.fixture(scope="session")
-def fake() -> Iterator[providers.Providers]:
-    with providers.Providers(hang=5.0) as server:
+def sim() -> Iterator[simulator.Simulator]:
+    """One simulator for the session (TLS, chunked, gzip); tests pick answers by key."""
+    with simulator.Simulator(hang=5.0) as server:
         yield server
+
+
+@pytest.fixture
+def trusted(sim: simulator.Simulator, monkeypatch: pytest.MonkeyPatch) -> simulator.Simulator:
+    """The simulator, its CA trusted in this process through SSL_CERT_FILE."""
+    for name, value in sim.env().items():
+        monkeypatch.setenv(name, value)
+    return sim
 
 
 def global_body(endpoints: dict[str, str]) -> dict[str, Any]:
@@ -31,5 +40,5 @@ def global_body(endpoints: dict[str, str]) -> dict[str, Any]:
     return body
 
 
-def local_endpoints(fake: providers.Providers) -> dict[str, str]:
-    return {slot: getattr(fake, provider) for slot, provider in ENDPOINTS.items()}
+def local_endpoints(sim: simulator.Simulator) -> dict[str, str]:
+    return {slot: getattr(sim, provider) for slot, provider in ENDPOINTS.items()}

@@ -79,18 +79,27 @@ def test_scrub_removes_keys_fragments_and_masked_quotes() -> None:
     assert scrubbed.startswith("Incorrect API key provided:")
 
 
-def test_outcome_messages_never_hold_userinfo_or_query() -> None:
+def test_outcome_messages_show_the_endpoint_by_origin_only() -> None:
+    # Break 4 of issue 20: the path was shown, and a key in it with it. Userinfo, path, query
+    # and fragment can each carry a secret: only scheme://host[:port] is shown.
+    key = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123"
     target = connections.Target(
-        "openai", "apiKey", "openai", "https://u:p@gw.local:8443/v1?k=sk-1", "s", "k"
+        "openai", "apiKey", "openai", f"https://u:p@gw.local:8443/v1/{key}?k=sk-1#f", "s", "k"
     )
     outcome = connections.Outcome(
         target, Reason.INVALID_KEY, 0.1, "2026-01-01T00:00:00Z", status=401
     )
     assert outcome.message == (
-        "HTTP 401 from https://gw.local:8443/v1: the provider refused the key (revoked, "
+        "HTTP 401 from https://gw.local:8443: the provider refused the key (revoked, "
         "mistyped or expired)"
     )
-    assert outcome.entry()["endpoint"] == "https://gw.local:8443/v1"
+    assert outcome.entry()["endpoint"] == "https://gw.local:8443"
+    assert connections.printable_endpoint("http://[::1]/v1") == "http://[::1]"
+    assert connections.printable_endpoint("https://h:99999/v1") == "<endpoint that is not a URL>"
+    assert connections.printable_endpoint("https://127.0.0.1:0/v1") == "https://127.0.0.1:0"
+    assert connections.printable_endpoint(f"https://{key}.gw.local/v1") == (
+        "<endpoint that looks like a key>"
+    )
 
 
 def _outcome(name: str, reason: Reason) -> connections.Outcome:
@@ -160,3 +169,36 @@ def test_only_a_short_provider_code_with_nothing_of_the_key_is_kept() -> None:
     assert connections.provider_code("AbCdEf0123", [key]) == ""  # a fragment of the key
     assert connections.provider_code(key, [key]) == ""
     assert connections.provider_code({"code": 1}, [key]) == ""
+
+
+def test_a_provider_code_carrying_a_key_folded_or_in_pieces_is_dropped() -> None:
+    # Breakit2: the key upper-cased, or cut every 7 characters by a separator, passed the
+    # literal 8-run test. Codes are letters and separators only, compared case-folded
+    # without separators.
+    key = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz"
+    letters = key[8:]
+    assert connections.provider_code("E" + letters.upper(), [key]) == ""
+    pieces = "_".join(letters[i : i + 7] for i in range(0, 21, 7))
+    assert connections.provider_code("e_" + pieces, [key]) == ""
+    assert (
+        connections.provider_code("e." + "-".join(letters[i : i + 4] for i in (0, 4)), [key]) == ""
+    )
+    assert connections.provider_code("e_Abc123D_ef456Gh", [key]) == ""  # digits: never a code
+    assert connections.provider_code("x" * 49, [key]) == ""  # over 48 characters
+    for code in ("invalid_api_key", "insufficient_quota", "rate_limit_exceeded", "invalidApiKey"):
+        assert connections.provider_code(code, [key]) == code
+    assert connections.provider_code("model_not_found", [key]) == "model_not_found"
+
+
+def test_no_8_character_run_of_a_key_survives_scrub_or_provider_code() -> None:
+    # Break 3 of issue 20: a middle fragment (neither prefix nor suffix) went through.
+    key = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123456789"
+    fragment = key[10:34]
+    assert connections.provider_code(f"key_{fragment}", [key]) == ""
+    assert connections.provider_code(f"err.{key[12:20]}.x", [key]) == ""  # exactly 8
+    assert connections.provider_code("invalid_api_key", [key]) == "invalid_api_key"
+    text = f"a {fragment} b {key[5:13]}{key[20:30]} c"
+    scrubbed = connections.scrub(text, [key])
+    assert not connections.leaks(scrubbed, [key])
+    assert scrubbed.startswith("a <redacted> b <redacted>") and scrubbed.endswith(" c")
+    assert connections.leaks(f"x{key[3:11]}y", [key]) and not connections.leaks(key[3:10], [key])

@@ -2,7 +2,7 @@
 
 tests/core/test_credentials.py runs them through ``credentials.looks_like_key_value``;
 tests/operator/test_admission.py applies them with kubectl, so the CEL the
-admission policies are generated from (``controller.cluster.celrules``) must
+admission policies are generated from (``controller.generators.celrules``) must
 agree with the core on every one.
 """
 

@@ -71,6 +71,66 @@ def test_a_literal_key_in_credentials_is_refused_without_echo(catalog: catalog_.
     assert found and all("sk-FAKE" not in message for _, message in found)
 
 
+ENDPOINT_KEY = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123456789"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        pytest.param(f"https://gw.internal/v1/{ENDPOINT_KEY}", "looks like it holds", id="path"),
+        pytest.param(
+            f"https://gw.internal/{ENDPOINT_KEY}/v1", "looks like it holds", id="mid-path"
+        ),
+        pytest.param(
+            f"https://gw.internal/v1?key={ENDPOINT_KEY}", "looks like it holds", id="query"
+        ),
+        pytest.param(
+            "https://gw.internal/v1/AbCdEfGhIjKlMnOpQrStUvWx0123456789",
+            "looks like it holds",
+            id="runware-shaped",
+        ),
+        pytest.param(
+            f"https://user:{ENDPOINT_KEY}@gw.internal/v1", "holds userinfo", id="userinfo"
+        ),
+        pytest.param("https://apikey@gw.internal/v1", "holds userinfo", id="user"),
+        pytest.param(
+            "https://gw.internal/v1/" + "".join(f"%{b:02x}" for b in ENDPOINT_KEY.encode()),
+            "holds a percent escape",
+            id="percent-encoded",
+        ),
+        pytest.param("https://gw.internal/v1?q=%41", "holds a percent escape", id="any-escape"),
+    ],
+)
+def test_an_endpoint_holding_a_key_is_refused_by_field_without_echo(
+    catalog: catalog_.Catalog, endpoint: str, problem: str
+) -> None:
+    # Break 4 of issue 20: a key in the endpoint's path was admitted, sent and shown.
+    body = builders.global_body()
+    body["spec"]["integrations"]["openai"]["credentials"]["apiKey"]["endpoint"] = endpoint
+    [(path, message)] = problems(catalog, body)
+    assert path == ("spec", "integrations", "openai", "credentials", "apiKey", "endpoint")
+    assert message.startswith(f"spec.integrations.openai.credentials.apiKey.endpoint: {problem}"), (
+        message
+    )
+    assert "gw.internal" not in message and ENDPOINT_KEY[10:18] not in message
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://api.openai.com/v1",
+        "https://llm-gateway.internal/v1",
+        "http://127.0.0.1:8080/openai/v1",
+        "https://myres.openai.azure.com/openai/deployments/gpt-4o-mini",
+        "https://gateway.example.com/proxy/openai/v1",
+    ],
+)
+def test_ordinary_endpoints_are_accepted(catalog: catalog_.Catalog, endpoint: str) -> None:
+    body = builders.global_body()
+    body["spec"]["integrations"]["openai"]["credentials"]["apiKey"]["endpoint"] = endpoint
+    assert problems(catalog, body) == []
+
+
 def test_non_finite_numbers_are_refused(catalog: catalog_.Catalog) -> None:
     body = builders.global_body()
     body["spec"]["integrations"]["openai"]["defaults"]["temperature"] = float("nan")
@@ -128,3 +188,49 @@ def test_inventory_checks(catalog: catalog_.Catalog) -> None:
 def test_no_global_is_an_error_when_accounts_exist(catalog: catalog_.Catalog) -> None:
     inv = inventory.assemble([builders.parsed(catalog, builders.account_body())])
     assert [f.reason for f in inv.findings] == [findings.Reason.NO_GLOBAL]
+
+
+_API = {"apiVersion": "integrations.igny8.com/v1alpha1"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "IntegrationSettings", "metadata": {"name": "openai", "namespace": "a"},
+         "spec": {"x": 1, "overrides": [1, 2]}},
+        {"kind": "IntegrationSettings", "metadata": {"name": "openai", "namespace": "a"},
+         "spec": {"x": 1, "overrides": {1: "a", "model": 2}}},
+        {"kind": "IntegrationSettings", "metadata": {"name": 7, "namespace": "a"},
+         "spec": {"overrides": {"model": 2}}},
+        {"kind": "IntegrationSettings", "metadata": {"name": "nope", "namespace": "a"},
+         "spec": {"overrides": {"model": 2}}},
+        {"kind": "IntegrationSettings", "metadata": "x", "spec": "y"},
+        {"kind": "Account", "metadata": {"name": "a"}, "spec": {"namespace": 5, "plan": []}},
+        {"kind": "Account", "metadata": {"name": "a"}, "spec": ["kube-system"]},
+        {"kind": "GlobalIntegrationSettings", "metadata": {"name": "default"},
+         "spec": {"integrations": {"openai": {"defaults": [], "allowedValues": {"model": "x"},
+                                              "credentials": {"apiKey": "sk-x"}}}}},
+        {"kind": "GlobalIntegrationSettings", "metadata": {"name": "default"},
+         "spec": {"integrations": {"openai": {"defaults": {"model": [1]},
+                                              "allowedValues": {"model": [[1]]}}}}},
+    ],
+)  # fmt: skip
+def test_checks_beyond_the_schema_survive_any_invalid_body(
+    catalog: catalog_.Catalog, body: dict[str, Any]
+) -> None:
+    """They now run on bodies that failed the schema (every error in one run): never a
+    crash (71d903e was one), always at least the schema's errors."""
+    found = problems(catalog, {**_API, **body})
+    assert found and all(isinstance(message, str) for _, message in found)
+
+
+def test_override_fields_are_screened_beside_a_schema_error(catalog: catalog_.Catalog) -> None:
+    body = builders.override_body(overrides={"temperature": 9, "model": "gpt-4o"})
+    body["spec"]["bogus"] = True
+    assert problems(catalog, body) == [
+        (("spec", "bogus"), "spec.bogus: unknown field"),
+        (
+            ("spec", "overrides", "temperature"),
+            "spec.overrides.temperature: rejected: must be <= 2",
+        ),
+    ]

@@ -1,14 +1,16 @@
-"""Every merge rule of DESIGN.md, on the pure core."""
+"""Every merge rule of the README's "Merge rules" section, on the pure core."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from typing import Any
 
 import pytest
 
 from controller.core import catalog as catalog_
-from controller.core import findings, merging, rendering
+from controller.core import declarations, findings, merging, rendering
 from tests.core import builders
 
 Reason = findings.Reason
@@ -346,3 +348,65 @@ def test_json_is_the_canonical_json_of_the_document(catalog: catalog_.Catalog) -
     )
     assert before_choices.json() == rendering.canonical_json(before_choices.document())
     assert before_choices.json().startswith('{"aspect":1.5,"choices":')
+
+
+def test_no_message_goes_on_in_lower_case_after_a_full_stop(catalog: catalog_.Catalog) -> None:
+    """ "…looks like an API key. platform keys cannot…" read as a typo: a full stop starts a
+    sentence with a capital, or the clauses are joined by "; " instead."""
+    result = merge(
+        catalog,
+        {
+            "image_generation": {"sizes": {"api_key": "1024x1024"}, "service": "nope"},
+            "openai": {"model": "sk-proj-FAKEKEY0123456789", "apiKey": "x", "top_p": 1},
+        },
+        plan="free",
+    )
+    messages = [f.message for f in result.findings]
+    assert len(messages) == 6
+    for message in messages:
+        assert not re.search(r"\. [a-z]", message), message
+    assert any("API key. Platform keys cannot be set" in m for m in messages)
+    assert any("key-like field. Platform keys cannot be set" in m for m in messages)
+
+
+def test_unknown_plan_is_reported_without_overrides_too(catalog: catalog_.Catalog) -> None:
+    """Issue 20, break 5: it gets no keys either, so it is said even with nothing to apply."""
+    result = merge(catalog, {}, plan="platinum")
+    [finding] = result.findings
+    assert finding.reason is Reason.UNKNOWN_PLAN and not finding.is_error
+    assert "'platinum'" in finding.message and "no platform keys" in finding.message
+    assert finding.path == ("spec", "plan")
+
+
+def test_an_undeclared_plan_projects_no_keys() -> None:
+    global_ = declarations.GlobalSettings("default", {"free": False, "pro": True}, {})
+    assert global_.projects_keys("pro") and global_.projects_keys("free")
+    assert not global_.projects_keys("starter")
+    keyless = dataclasses.replace(global_, keyless_plans=frozenset({"free"}))
+    assert not keyless.projects_keys("free") and keyless.projects_keys("pro")
+
+
+def test_an_integral_float_for_an_integer_field_is_written_as_an_integer(
+    catalog: catalog_.Catalog,
+) -> None:
+    # YAML reads ``max_tokens: 100.0`` as a float and JSON Schema calls it an integer; the
+    # API server stores 100, and the output says "type":"integer": both modes write 100.
+    spec = builders.GLOBAL_SPEC["integrations"]
+    body = builders.global_body(
+        integrations={
+            **spec,
+            "openai": {
+                **spec["openai"],
+                "defaults": {"model": "gpt-4o-mini", "temperature": 1.0, "max_tokens": 4096.0},
+                "allowedValues": {"max_tokens": [100.0, 4096.0]},
+            },
+        }
+    )
+    defaults = doc(merge(catalog, global_body=body), "openai")
+    assert defaults["max_tokens"] == 4096 and type(defaults["max_tokens"]) is int
+    assert defaults["temperature"] == 1.0  # a number field keeps its float
+    assert [type(v) for v in defaults["choices"]["fields"]["max_tokens"]["enum"]] == [int, int]
+    text = merge(catalog, {"openai": {"max_tokens": 100.0}}, global_body=body).data["openai.json"]
+    assert '"max_tokens":100,' in text
+    overridden = doc(merge(catalog, {"openai": {"max_tokens": 100.0}}, global_body=body), "openai")
+    assert type(overridden["max_tokens"]) is int and overridden["overridden"] == ["max_tokens"]

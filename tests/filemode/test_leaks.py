@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import CLI, RunCli
 
 KEY = "sk-LEAKCANARY-0123456789abcdefXYZ"
@@ -165,27 +167,80 @@ def test_key_reaches_no_output_and_no_log(cli: RunCli, tmp_path: pathlib.Path) -
     assert sum(text.count(KEY) for text in DECLARATIONS.values()) >= 25
 
 
-def test_key_checks_print_no_key_fragment(cli: RunCli, tmp_path: pathlib.Path) -> None:
-    """test-connection with the canary as every platform key, refused by providers whose 401
-    quotes it ("sk-LEA***fXYZ"), rate-limited, failing: no fragment of it is printed."""
+def test_key_checks_print_no_key_fragment(
+    cli: RunCli, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """test-connection with the canary as every platform key, refused by the provider
+    simulator, whose 401 quotes it ("sk-LEA***fXYZ"): no fragment of it is printed."""
     import yaml
 
     from tests.connections import conftest as connections_conftest
-    from tests.connections import providers
+    from tests.providers import simulator
 
     keys = tmp_path / "keys"
     keys.mkdir()
     for name in ("openai", "dalle", "runware"):
         (keys / name).write_text(KEY)
-    fragments = [KEY, providers.quoted(KEY), KEY[:6] + "***", KEY[-8:]]
+    fragments = [KEY, simulator.quoted(KEY), KEY[:6] + "***", KEY[-8:]]
     printed: list[str] = []
-    with providers.Providers(refuse=frozenset({KEY})) as fake:
+    with simulator.Simulator() as sim:
+        sim.refuse.add(KEY)
+        for name, value in sim.env().items():
+            monkeypatch.setenv(name, value)
         path = tmp_path / "global.yaml"
         path.write_text(yaml.safe_dump(connections_conftest.global_body(
-            connections_conftest.local_endpoints(fake))))  # fmt: skip
+            connections_conftest.local_endpoints(sim))))  # fmt: skip
         for fmt in ("table", "json", "yaml"):
             done = cli("--verbose", "test-connection", path, "--keys-dir", keys, "-o", fmt)
             printed += [done.stdout, done.stderr]
             assert done.returncode == 1 and "InvalidKey" in done.stdout
-        assert ("openai", KEY) in fake.requests and ("runware", KEY) in fake.requests
+        assert ("openai", KEY) in sim.received and ("runware", KEY) in sim.received
     assert [(i, f) for i, text in enumerate(printed) for f in fragments if f in text] == []
+
+
+# A key pasted where YAML syntax goes, not where a value goes: each of these once
+# made an error message that quoted it (a duplicate key, a tag), or a traceback
+# (``!!bool`` on text that is no boolean: a KeyError holding the text).
+YAML_SYNTAX = {
+    "duplicate-key.yaml": f"{HEADER}kind: Account\nmetadata: {{name: dup}}\n{KEY}: 1\n{KEY}: 2\n",
+    "duplicate-nested-key.yaml": f"{HEADER}kind: Account\nspec:\n  {KEY}: 1\n  {KEY}: 2\n",
+    "tag.yaml": f"{HEADER}kind: Account\nmetadata: {{name: !{KEY} tagged}}\n",
+    "tag-on-a-mapping-key.yaml": f"!{KEY} a: 1\n",
+    "standard-tag.yaml": f"a: !!{KEY} x\n",
+    "tag-directive.yaml": f"%TAG !k! tag:{KEY},2000:\n---\na: !k!x 1\n",
+    "undefined-alias.yaml": f"a: *{KEY}\n",
+    "duplicate-anchor.yaml": f"a: &{KEY} 1\nb: &{KEY} 2\n",
+    "bool.yaml": f"a: !!bool {KEY}\n",
+    "int.yaml": f"a: !!int {KEY}\n",
+    "float.yaml": f"a: !!float {KEY}\n",
+    "omap.yaml": f"a: !!omap {KEY}\n",
+    "flow-mapping.yaml": f"{{{KEY}: 1, {KEY}: 2}}\n",
+    "unclosed-quote.yaml": f'a: "{KEY}\n',
+}
+
+
+def test_a_key_in_yaml_syntax_is_never_echoed(cli: RunCli, tmp_path: pathlib.Path) -> None:
+    """validate (text, JSON, YAML), reconcile and render name the file, the line and the
+    problem of each, and print no run of 8 characters of the key."""
+    decl, out = tmp_path / "decl", tmp_path / "out"
+    decl.mkdir()
+    for name, text in YAML_SYNTAX.items():
+        (decl / name).write_text(text)
+    printed = []
+    for args in (
+        ("validate", decl),
+        ("validate", "-o", "json", decl),
+        ("validate", "-o", "yaml", decl),
+        ("reconcile", decl, "--output-dir", out),
+        ("render", decl),
+    ):
+        done = cli(*args)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        printed.append(done.stdout + done.stderr)
+    for name in YAML_SYNTAX:
+        assert f"{decl / name}:" in printed[0], (name, printed[0])
+    assert "duplicate key: the same key is already set at line 4" in printed[0]
+    runs = {KEY[i : i + 8] for i in range(len(KEY) - 7)}
+    leaks = [(i, r) for i, text in enumerate(printed) for r in sorted(runs) if r in text]
+    assert leaks == []

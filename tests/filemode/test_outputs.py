@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.core import rendering
-from controller.files import outputs
+from controller.files import manifests, outputs, writing
 from tests.filemode.outputs import unwritable
 
 names = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)
@@ -30,18 +30,18 @@ def test_manifest_loads_back_to_the_configmap(
     account: str, namespace: str, data: dict[str, str]
 ) -> None:
     manifest = rendering.configmap(account, namespace, data)
-    assert yaml.safe_load(outputs.manifest_yaml(manifest)) == manifest
+    assert yaml.safe_load(manifests.manifest_yaml(manifest)) == manifest
 
 
 @pytest.mark.parametrize("name", ["true", "no", "123", "1e3", "null", "on"])
 def test_names_yaml_would_misread_are_quoted(name: str) -> None:
     manifest = rendering.configmap(name, name, {"openai.json": "{}\n"})
-    assert yaml.safe_load(outputs.manifest_yaml(manifest)) == manifest
+    assert yaml.safe_load(manifests.manifest_yaml(manifest)) == manifest
 
 
 def test_failed_write_leaves_the_old_file(tmp_path: pathlib.Path) -> None:
     target = tmp_path / "openai.json"
-    outputs.write_atomic(target, "old\n")
+    writing.write_atomic(target, "old\n")
 
     class Boom(Exception):
         pass
@@ -51,7 +51,7 @@ def test_failed_write_leaves_the_old_file(tmp_path: pathlib.Path) -> None:
             raise Boom
 
     with pytest.raises(Boom):
-        outputs.write_atomic(target, Exploding("new\n"))
+        writing.write_atomic(target, Exploding("new\n"))
     assert target.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["openai.json"]  # no temp file left behind
 
@@ -60,6 +60,6 @@ def test_unwritable_output_directory_is_a_clear_error(tmp_path: pathlib.Path) ->
     out = outputs.OutputDir(tmp_path / "out")
     out.write_account("a", "a", {"openai.json": "{}\n"}, ["x.yaml"])
     with unwritable(tmp_path / "out" / "a"):
-        with pytest.raises(outputs.OutputError, match="cannot write outputs"):
+        with pytest.raises(writing.OutputError, match="cannot write outputs"):
             out.write_account("a", "a", {"openai.json": '{"x":1}\n'}, ["x.yaml"])
         assert (tmp_path / "out" / "a" / "openai.json").read_text() == "{}\n"

@@ -281,3 +281,32 @@ def test_readme_shows_the_current_openai_json(
     readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
     shown = readme.split("$ cat out/acct-123/openai.json\n", 1)[1].split("\n", 1)[0]
     assert shown + "\n" == (out / "acct-123" / "openai.json").read_text()
+
+
+def test_an_output_directory_inside_the_declarations_is_never_read_back(
+    cli: RunCli, declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """Breakit2: with OUT inside DIR every pass after the first read its own ConfigMap
+    manifests back (``unknown kind 'ConfigMap'``, exit 1 on unchanged declarations). OUT,
+    and any directory holding an output record, is left out of what is read; OUT equal to
+    DIR is refused (its namespaces would sit among the declarations)."""
+    out = declarations / "nested" / "out"
+    for _ in range(3):
+        done = cli("reconcile", declarations, "--output-dir", out)
+        assert done.returncode == 0, done.stderr
+        assert "ConfigMap" not in done.stderr
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ACCOUNTS
+    # validate and render know no OUT: the record marks it as outputs.
+    done = cli("validate", declarations)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "out/acct-123" not in done.stdout + done.stderr
+    render = cli("render", declarations)
+    assert render.returncode == 0, render.stderr
+    assert render.stdout.count("kind: ConfigMap") == len(ACCOUNTS)
+    # Whatever lies in OUT is an output, never a declaration.
+    (out / "acct-123" / "stray.yaml").write_text("kind: Account\n")
+    assert cli("validate", declarations).returncode == 0
+    same = cli("reconcile", declarations, "--output-dir", declarations)
+    assert same.returncode == 2, same.stderr
+    assert "--output-dir is DIR itself" in same.stderr
+    assert not (declarations / "acct-123").exists()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from controller import schemafiles
+from controller.files import outputs, reconciling, records, reports, watching
 from tests.conftest import CLI, EXAMPLES
 from tests.filemode.outputs import effective, snapshot
 
@@ -103,6 +108,38 @@ def test_follows_an_edit_and_rewrites_only_that_account(
     assert "stopped" in w.log
 
 
+def test_a_changed_file_with_a_newline_in_its_name_is_logged_on_one_line(
+    watch: Callable[[pathlib.Path], Watcher], declarations: pathlib.Path
+) -> None:
+    """The pass's log line names the changed files: a name holding a line break is escaped,
+    so the log keeps one record a line (what a log shipper splits on)."""
+    w = watch(declarations)
+    (declarations / "accounts" / "x\n2026 INFO forged.yaml").write_text(OVERRIDE_789)
+    wait_for(lambda: model(w.out) == "gpt-4o", "acct-789 to pick up its override")
+    wait_for(
+        lambda: "accounts/x\\n2026 INFO forged.yaml: 1 written" in w.log, "the change's log line"
+    )
+    assert w.stop() == 0
+    assert all(line.isprintable() for line in w.log.splitlines())
+    assert not any(line.startswith("2026 INFO forged") for line in w.log.splitlines())
+
+
+def test_a_symlinked_directory_that_appears_is_entered(
+    watch: Callable[[pathlib.Path], Watcher], declarations: pathlib.Path
+) -> None:
+    """A link to a directory inside DIR (here a hidden one, as a projected volume's
+    ``accounts -> ..data/accounts``) made while watching: inotify reports a file, not a
+    directory, and no declaration name; the watch rescans and reads what it leads to."""
+    shared = declarations / ".shared"
+    shared.mkdir()
+    (shared / "acct-789-openai.yaml").write_text(OVERRIDE_789)
+    w = watch(declarations)
+    assert model(w.out) == "gpt-4o-mini"
+    (declarations / "linked").symlink_to(".shared")
+    wait_for(lambda: model(w.out) == "gpt-4o", "the override behind the new link")
+    assert w.stop() == 0
+
+
 def test_global_change_reaches_every_non_overrider(
     watch: Callable[[pathlib.Path], Watcher], declarations: pathlib.Path
 ) -> None:
@@ -159,6 +196,31 @@ def test_configmap_volume_symlink_swap(
     assert "Traceback" not in w.log
 
 
+@pytest.mark.parametrize("layout", ["dir-is-the-link", "link-above-dir"])
+def test_git_sync_swaps_followed_by_events(
+    watch: Callable[[pathlib.Path], Watcher], tmp_path: pathlib.Path, layout: str
+) -> None:
+    """git-sync publishes each revision as ``repo -> rev-N`` swapped by rename; DIR is the
+    link, or a directory inside it (``repo/config``). Edits before and after two swaps are
+    followed by events (the rescan here is an hour away)."""
+    for rev in ("rev1", "rev2", "rev3"):
+        shutil.copytree(EXAMPLES, tmp_path / rev / "config")
+    link = tmp_path / "repo"
+    link.symlink_to("rev1/config" if layout == "dir-is-the-link" else "rev1")
+    w = watch(link if layout == "dir-is-the-link" else link / "config")
+    before = tmp_path / "rev1" / "config" / "accounts" / "acct-789.yaml"
+    before.write_text(before.read_text() + "---\n" + OVERRIDE_789)
+    wait_for(lambda: model(w.out) == "gpt-4o", "an edit before the swap")
+    for rev in ("rev2", "rev3"):
+        (tmp_path / "next").symlink_to(f"{rev}/config" if layout == "dir-is-the-link" else rev)
+        os.replace(tmp_path / "next", link)
+        wait_for(lambda: model(w.out) == "gpt-4o-mini", f"the swap to {rev}")
+        global_ = tmp_path / rev / "config" / "global.yaml"
+        global_.write_text(global_.read_text().replace("model: gpt-4o-mini", "model: gpt-4.1"))
+        wait_for(lambda: model(w.out) == "gpt-4.1", f"an edit in {rev} after the swap")
+    assert w.stop() == 0
+
+
 def test_directory_deleted_and_recreated(
     watch: Callable[[pathlib.Path], Watcher], declarations: pathlib.Path
 ) -> None:
@@ -192,3 +254,106 @@ def test_broken_edit_keeps_output_until_fixed(
     assert {k: v for k, v in snapshot(w.out).items() if k.startswith("acct-123/")} == before
     path.write_text(good.replace("model: gpt-4o", "model: gpt-4.1"))
     wait_for(lambda: model(w.out, "acct-123") == "gpt-4.1", "the fixed file")
+
+
+def test_an_idle_watch_keeps_its_wal_small(
+    declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """Every periodic rescan rewrites the snapshot: the WAL of `state.sqlite` grew by each
+    (333 KB after 5 minutes on 5 accounts) until SQLite's 4 MB autocheckpoint."""
+    out = tmp_path / "out"
+    reconciler = reconciling.Reconciler(
+        schemafiles.load_catalog(), declarations, outputs.OutputDir(out)
+    )
+    wal = out / records.STATE_DIR / f"{records.STATE_FILE}-wal"
+    sizes: list[int] = []
+    run = reconciler.run
+
+    def counted(changed: Any = None) -> reports.PassReport:
+        report = run(changed)
+        sizes.append(wal.stat().st_size if wal.exists() else 0)
+        if len(sizes) >= 40:
+            idle.stop()
+        return report
+
+    reconciler.run = counted  # type: ignore[method-assign]
+    idle = watching.Watch(reconciler, lambda *_: None, resync=0.01)
+    thread = threading.Thread(target=idle.run)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert len(sizes) >= 40  # the first pass and 39 periodic rescans, nothing changed
+    assert max(sizes) <= 64 * 1024, sizes
+
+
+def test_json_lines_of_findings_and_writes_and_ctrl_c_exits_130(
+    declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """`watch -o json` was "not an output format"; Ctrl-C exited 0 (the README says 130)."""
+    lines_path = tmp_path / "watch.jsonl"
+    with lines_path.open("w") as stdout, (tmp_path / "watch.log").open("w") as stderr:
+        out = tmp_path / "out"
+        command: list[str | pathlib.Path] = [CLI, "watch", declarations, "--output-dir", out]
+        proc = subprocess.Popen(
+            [*command, "-o", "json", "--resync", "3600"],
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+        )
+        try:
+
+            def events() -> list[dict[str, Any]]:
+                text = lines_path.read_text()
+                return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+            wait_for(lambda: any(e["event"] == "pass" for e in events()), "the first pass")
+            first = events()
+            assert sorted(e["namespace"] for e in first if e["event"] == "written") == [
+                "acct-123",
+                "acct-456",
+                "acct-789",
+                "acct-free",
+                "acct-paused",
+            ]
+            notes = [e for e in first if e["event"] == "finding"]
+            assert {(e["severity"], e["reason"]) for e in notes} == {
+                ("note", "PlanForbidsOverrides"),
+                ("note", "OverrideInactive"),
+            }
+            (declarations / "accounts" / "acct-789-openai.yaml").write_text(
+                OVERRIDE_789.replace("gpt-4o", "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123")
+            )
+            wait_for(lambda: len([e for e in events() if e["event"] == "pass"]) == 2, "a pass")
+            second = events()[len(first) :]
+            assert [e["event"] for e in second] == ["finding", "pass"]
+            assert second[0]["reason"] == "CredentialFieldStripped"
+            assert second[0]["file"].endswith("acct-789-openai.yaml") and second[0]["line"] == 5
+            assert second[1]["what"] == "accounts/acct-789-openai.yaml"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=30)
+    assert code == 130
+    assert events()[-1] == {"event": "stopped", "signal": "SIGINT"}
+    assert "AbCdEfGh" not in lines_path.read_text() + (tmp_path / "watch.log").read_text()
+    assert "Traceback" not in (tmp_path / "watch.log").read_text()
+
+
+def test_an_output_directory_inside_the_declarations_is_not_watched(
+    declarations: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """Breakit2: ``watch . --output-dir out`` read its own outputs back on the rescan its
+    writes triggered (five ``unknown kind 'ConfigMap'`` errors). Events under OUT are the
+    pass's own: ignored, so an edit costs one pass and nothing reads an output."""
+    w = Watcher(declarations, declarations / "out", tmp_path / "watch.log")
+    try:
+        (declarations / "accounts" / "acct-789-openai.yaml").write_text(OVERRIDE_789)
+        wait_for(lambda: model(w.out) == "gpt-4o", "acct-789 to pick up its override")
+        wait_for(lambda: "1 written" in w.log, "the change's log line")
+        time.sleep(1.5)  # room for the rescan the pass's own writes used to trigger
+        (w.out / "acct-123" / "stray.yaml").write_text("kind: Account\n")
+        time.sleep(1.5)
+    finally:
+        assert w.stop() == 0
+    assert "ConfigMap" not in w.log and "stray" not in w.log, w.log
+    assert "error:" not in w.log, w.log
+    assert w.log.count(" errors, ") == 2, w.log  # two passes: the first and the edit's

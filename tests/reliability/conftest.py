@@ -87,8 +87,10 @@ def operator_factory(private: Any, tmp_path: pathlib.Path) -> Iterator[Any]:
 
     started: list[Any] = []
 
-    def make(name: str = "operator", args: tuple[str, ...] = ()) -> Any:
-        op = support.Operator(private.kube, tmp_path / f"{name}.log", args)
+    def make(
+        name: str = "operator", args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> Any:
+        op = support.Operator(private.kube, tmp_path / f"{name}.log", args, env)
         op.start()
         started.append(op)
         return op

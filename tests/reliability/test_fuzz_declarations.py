@@ -12,7 +12,7 @@ test``: a few hundred). Each counts the cases it really ran and records them.
   ``declarations.parse`` and the merge; a fake key never reaches an output or a
   finding.
 * operator: the same hostile bodies as custom resources that bypassed
-  admission, through ``bodies.observe`` and the operator's per-account render
+  admission, through ``records.observe`` and the operator's per-account render
   (``reconciling.Reconciler.account``) with a recording writer; nothing raises
   and no status, event or output carries the fake key.
 """
@@ -34,7 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller import schemafiles
-from controller.cluster import bodies, metrics, reconciling, resources
+from controller.cluster import metrics, reconciling
+from controller.cluster.runtime import records, resources
 from controller.core import catalog, declarations, findings, inventory, merging
 from controller.files import loading
 from tests.core import builders
@@ -358,10 +359,20 @@ class RecordingWriter:
     async def apply(self, manifest: Mapping[str, Any]) -> None:
         self.sent.append(copy.deepcopy(dict(manifest)))
 
-    async def patch_status(
-        self, kind: str, name: str, namespace: str | None, status: Mapping[str, Any]
+    async def apply_status(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        status: Mapping[str, Any],
+        field_manager: str,
     ) -> None:
         self.sent.append((kind, name, dict(status)))
+
+    async def remove_status(
+        self, kind: str, name: str, namespace: str | None, fields: Mapping[str, Any]
+    ) -> None:
+        self.sent.append((kind, name, {"removed": dict(fields)}))
 
     async def post_event(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str
@@ -399,14 +410,14 @@ def test_fuzz_operator_render_of_objects_that_bypassed_admission(figures: Figure
     @given(st.lists(hostile_bodies(), min_size=1, max_size=5), st.booleans())
     def check(raw: list[dict[str, Any]], with_valid_global: bool) -> None:
         count.cases += 1
-        observed = [bodies.observe(CATALOG, _as_object(b, f"uid-{i}")) for i, b in enumerate(raw)]
+        observed = [records.observe(CATALOG, _as_object(b, f"uid-{i}")) for i, b in enumerate(raw)]
         if with_valid_global:
-            observed.append(bodies.observe(CATALOG, _as_object(builders.global_body(), "g")))
+            observed.append(records.observe(CATALOG, _as_object(builders.global_body(), "g")))
         for o in observed:
             for p in o.problems:
                 assert FAKE_KEY not in p.message
-        # The operator's own stores, as running.py builds them.
-        observe = functools.partial(bodies.observe, CATALOG)
+        # The operator's own stores, as operating.Operator builds them.
+        observe = functools.partial(records.observe, CATALOG)
         globals_ = resources.Resources(catalog.GLOBAL, observe)
         accounts = resources.Resources(catalog.ACCOUNT, observe, group=lambda o: o.claims)
         overrides = resources.Resources(catalog.OVERRIDE, observe)

@@ -11,7 +11,7 @@ switched off (objects that bypassed admission): the key as the platform key
 (rotated during the run), pasted by a tenant into both integrations in every
 spelling and nesting, as a key-shaped value of an allowed field, and literal
 in a second (ignored) global; the operator SIGKILLed and restarted half-way.
-Key checks are on, against local providers whose 401 quotes the key the way
+Key checks are on, against the provider simulator, whose 401 quotes the key the way
 OpenAI's does. Then every ConfigMap, Event, Namespace, custom resource (status, annotations
 including kopf's, labels), every Secret's metadata, and every operator log
 line of the session is searched for the key, plain and base64. Keys may only
@@ -33,10 +33,10 @@ import pytest
 from tests.cluster.fixtures import Kube
 from tests.conftest import CLI, RunCli
 from tests.connections import conftest as connections_conftest
-from tests.connections import providers
 from tests.filemode import test_leaks as filemode_leaks
 from tests.operator import conftest as operator_conftest
 from tests.operator import support
+from tests.providers import simulator
 from tests.reliability.conftest import Figures
 from tests.reliability.private import PrivateCluster
 
@@ -153,11 +153,12 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
     private: PrivateCluster, kube: Kube, operator_factory: Any, figures: Figures
 ) -> None:
     ns = "rel-leak"
-    # Key checks on, against local providers that refuse the key with a 401 quoting it.
-    fake = providers.Providers(refuse=frozenset({KEY, ROTATED})).__enter__()
+    # Key checks on, against the simulator (TLS), refusing the key with a 401 quoting it.
+    fake = simulator.Simulator().__enter__()
+    fake.refuse.update({KEY, ROTATED})
     support.apply_text(kube, json.dumps(
         connections_conftest.global_body(connections_conftest.local_endpoints(fake))))  # fmt: skip
-    op = operator_factory("leak-1", CHECKS)
+    op = operator_factory("leak-1", CHECKS, fake.env())
     started = [op]
     support.apply_text(kube, support.account_manifest(ns, ns, "pro"))
     support.wait_json(kube, ("configmap", "integration-settings", "-n", ns), lambda _: True, 120)
@@ -203,9 +204,9 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
         op.proc.kill()  # type: ignore[union-attr]
         op.proc.wait()  # type: ignore[union-attr]
         operator_conftest.apply_keys(kube, {**operator_conftest.KEYS, "openai": ROTATED})
-        op2 = operator_factory("leak-2", CHECKS)
+        op2 = operator_factory("leak-2", CHECKS, fake.env())
         started.append(op2)
-        support.until(lambda: ("openai", ROTATED) in fake.requests, "the rotated key checked")
+        support.until(lambda: ("openai", ROTATED) in fake.received, "the rotated key checked")
         _refused(kube)
         support.wait_json(
             kube,
@@ -256,7 +257,7 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
         v for k, v in parts.items() if not k.startswith("logs")
     )
     assert "InvalidKey" in parts["events"]  # the connection Events are among what was searched
-    fragments = [*_forms(KEY, ROTATED), providers.quoted(KEY), providers.quoted(ROTATED)]
+    fragments = [*_forms(KEY, ROTATED), simulator.quoted(KEY), simulator.quoted(ROTATED)]
     leaks = [where for where, text in parts.items() for f in fragments if f in text]
     assert not leaks, leaks
     figures["objects and logs searched"] = sum(
