@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import subprocess
@@ -34,10 +35,18 @@ def cli() -> RunCli:
     """Run ``settings-controller`` in a subprocess, as a user would."""
 
     def run(
-        *args: str | pathlib.Path, cwd: pathlib.Path | None = None, timeout: float = 120
+        *args: str | pathlib.Path,
+        cwd: pathlib.Path | None = None,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(CLI), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout
+            [str(CLI), *map(str, args)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **env} if env else None,
         )
 
     return run

@@ -31,6 +31,7 @@ CREDENTIALS_READY = "CredentialsReady"
 # its Secret, a write succeeds on retry), so the object is in progress, not
 # failed. Every other reason for Ready=False is a spec error: Stalled.
 KEYS_MISSING = "KeysMissing"
+ACCOUNT_NOT_READY = "AccountNotReady"  # an override whose account's outputs cannot be written
 WAITING_REASONS = frozenset(
     {
         findings.Reason.NO_GLOBAL.value,
@@ -38,6 +39,9 @@ WAITING_REASONS = frozenset(
         findings.Reason.OUTPUT_FAILED.value,
         findings.Reason.OUTPUT_CONFLICT.value,  # someone else's object in the way
         KEYS_MISSING,
+        # The global does not declare the Account's plan: it waits for either to change.
+        findings.Reason.UNKNOWN_PLAN.value,
+        ACCOUNT_NOT_READY,
     }
 )
 
@@ -113,5 +117,14 @@ def find(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
 
 
 def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
-    """Whether ``after`` says something ``before`` does not (fields ``after`` leaves out are kept)."""
-    return any(before.get(key) != value for key, value in after.items())
+    """Whether ``after`` says something ``before`` does not (fields ``after`` leaves out are
+    kept; so are the conditions of a type it leaves out: another writer's, applied
+    under its own field manager)."""
+    for key, value in after.items():
+        if key == "conditions":
+            seen = {c.get("type"): c for c in before.get(key) or ()}
+            if any(seen.get(c.get("type")) != c for c in value or ()):
+                return True
+        elif before.get(key) != value:
+            return True
+    return False

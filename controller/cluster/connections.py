@@ -1,10 +1,15 @@
 """Connection checks in cluster mode: when to check, and where the answers go.
 
-One ``Verifier`` per operator. It checks every key slot the global references
-(``controller.core.connections.targets``) at start, when a key's value or a
-credential's endpoint changes, every ``--verify-interval`` seconds (transient
-failures sooner, with backoff), and when the annotation
-``integrations.igny8.com/test-connection`` on the global gets a new value.
+One ``Verifier`` per operator: a reconciler on the operator's runtime, with its
+own work queue (``runtime.queueing``) keyed by credential (``openai.apiKey``).
+Its ``sync`` checks one key slot the global references
+(``controller.core.connections.targets``) and returns when to check it again
+(``Result(requeue_after=...)``: ``--verify-interval`` seconds, transient
+failures sooner, with backoff) instead of keeping a timer of its own. A slot is
+queued at start, when its key's value or its endpoint changes, and when the
+annotation ``integrations.igny8.com/test-connection`` on the global gets a new
+value. One more key writes what the checks found: ``CONNECTED`` (the global's
+status, once no check is in flight).
 
 Answers go to statuses only, never to a ConfigMap, so a flapping provider never
 rewrites an account's settings:
@@ -13,10 +18,12 @@ rewrites an account's settings:
   after every round of checks;
 * each Account (``status.connected.<type>``) and IntegrationSettings
   (``status.connected``): whether the keys the account's effective settings use
-  are verified, written only when that boolean changes.
+  are verified. The account reconciler writes those, from the merge it makes
+  anyway, reading the answers here (``settled``); ``on_connected`` tells it when
+  one key's answer flips.
 
 Events on the global mark each slot's transitions. Key values are read from
-the ``KeyStore`` and only ever sent to the provider's endpoint.
+the ``SecretStore`` and only ever sent to the provider's endpoint.
 """
 
 from __future__ import annotations
@@ -25,17 +32,17 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import kopf
 import prometheus_client as prom
 
-from controller.cluster import bodies, clients, conditions, keys, metrics, reconciling
-from controller.core import catalog, connections, declarations, merging
+from controller.cluster import conditions, metrics, reconciling
+from controller.cluster.runtime import clients, queueing, records, secrets
+from controller.core import catalog, connections, declarations
 from controller.providers import checks
 
 log = logging.getLogger(__name__)
@@ -47,7 +54,21 @@ Reason = connections.Reason
 DEFAULT_INTERVAL = connections.DEFAULT_INTERVAL
 DEFAULT_TIMEOUT = connections.DEFAULT_TIMEOUT
 CONCURRENCY = 4  # checks in flight at once: there are a handful of keys, not thousands
-_STATUS_WRITES = 16  # account status patches in flight after a transition
+QUEUE = "connection-checks"  # the queue's and controller's name in controller-runtime's metrics
+# The checker's status fields (the global's ``Connected`` condition and ``status.connections``)
+# are applied under this field manager, the reconciler's (``reporting``) under another:
+# neither drops the other's.
+FIELD_MANAGER = f"{records.FIELD_MANAGER}-connections"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Connected:
+    def __str__(self) -> str:
+        return "the global's Connected status"
+
+
+CONNECTED = _Connected()
+Key = str | _Connected  # a str is a credential: ``<integration>.<slot>``
 
 
 class _Meter:
@@ -78,7 +99,7 @@ class Verifier:
         self,
         cat: catalog.Catalog,
         writer: clients.Writer,
-        store: keys.KeyStore,
+        store: secrets.SecretStore,
         views: reconciling.Views,
         meter: metrics.Metrics,
         interval: float = DEFAULT_INTERVAL,
@@ -97,41 +118,43 @@ class Verifier:
         self._outcomes: dict[str, Outcome] = {}  # latest, Checking included
         self._settled: dict[str, Outcome] = {}  # latest answer (what accounts are shown)
         self._failures: dict[str, int] = {}  # transient failures in a row
-        self._due: dict[str, float] = {}  # target -> monotonic time of its next check
+        self._checking: set[str] = set()  # checks in flight: the global's status waits
         self._annotation: str | None = None  # the test-connection annotation last seen
         self._global_seen = False
-        self._global_dirty = False  # the global changed: is its connection status still ours?
-        self._accounts: set[str] = set()  # accounts whose connected status to recompute
-        self._all_accounts = False
-        self._wake = asyncio.Event()
+        # Told when a key's answer flips (connected or not), or a key is no longer used:
+        # the accounts' ``connected`` changes (the operator fans out the reconciler).
+        self.on_connected: Callable[[], None] = lambda: None
         self._http = checks.session()
+        # No worker before ``run``: the operator calls it once every cache is listed.
+        self.queue: queueing.WorkQueue[Key] = queueing.WorkQueue(
+            self.sync, CONCURRENCY, meter=meter.queue(QUEUE, CONCURRENCY), autostart=False
+        )
 
-    # --- what the handlers call -----------------------------------------------------
+    # --- what the routes call (operating) -----------------------------------------------------
 
-    def global_seen(self, observed: bodies.Observed) -> None:
+    def global_seen(self, observed: records.Observed) -> None:
         value = observed.annotations.get(ANNOTATION)
         # The value seen at start is not a request: everything is checked at start anyway.
         if self._global_seen and value is not None and value != self._annotation:
             log.info("test-connection requested (annotation %s)", ANNOTATION)
             for name in self._targets:
-                self._due[name] = 0.0
+                self.queue.add(name)
         self._annotation, self._global_seen = value, True
-        # Another writer's status patch may have dropped ours (a stale view of the
-        # conditions): compare again, write only if it differs.
-        self._global_dirty = True
+        # Compare again (someone may have edited the status), write only if it differs.
+        self.queue.add(CONNECTED)
         self.refresh()
 
-    def account_seen(self, name: str) -> None:
-        self._accounts.add(name)
-        self._wake.set()
-
-    def namespace_seen(self, namespace: str) -> None:
-        self._accounts.update(self.views.tenants.get(namespace) or ())
-        self._wake.set()
+    def settled(self) -> Mapping[str, Outcome] | None:
+        """The latest answer for every key the global references (by ``Target.name``), or
+        None until each has one (the accounts' ``connected`` is kept as it is meanwhile)."""
+        _, decl = self._global()
+        if decl is None or any(n not in self._settled for n in self._targets):
+            return None
+        return dict(self._settled)
 
     # --- what to check ----------------------------------------------------------------
 
-    def _global(self) -> tuple[bodies.Observed | None, declarations.GlobalSettings | None]:
+    def _global(self) -> tuple[records.Observed | None, declarations.GlobalSettings | None]:
         observed = self.views.globals.get(self._singleton)
         decl = observed.declaration if observed is not None else None
         return observed, decl if isinstance(decl, declarations.GlobalSettings) else None
@@ -154,10 +177,11 @@ class Verifier:
         _, decl = self._global()
         current = {t.name: t for t in connections.targets(self.catalog, decl)} if decl else {}
         for name in set(self._targets) - set(current):
-            for table in (self._fingerprints, self._outcomes, self._settled, self._due):
+            for table in (self._fingerprints, self._outcomes, self._settled):
                 table.pop(name, None)
             self._failures.pop(name, None)
-            self._all_accounts = True
+            self._forget_series(self._targets[name])
+            self.queue.add(CONNECTED)
         for name, target in current.items():
             fingerprint = self._fingerprint(target)
             if self._fingerprints.get(name) == fingerprint:
@@ -165,78 +189,103 @@ class Verifier:
             changed = name in self._fingerprints
             self._fingerprints[name] = fingerprint
             self._failures.pop(name, None)
-            self._due[name] = 0.0
             if changed:  # a rotation is reported good only once its check says so
                 self._outcomes[name] = Outcome(target, Reason.CHECKING, 0.0, conditions.now())
+            self.queue.add(name)  # now, whatever requeue it waited for
+        gone = set(self._targets) - set(current)
         self._targets = current
-        self._wake.set()
+        if gone and self.settled() is not None:
+            self.on_connected()  # a key no longer used: the accounts that used it change
 
-    # --- the loop ----------------------------------------------------------------------
+    def _forget_series(self, target: connections.Target) -> None:
+        """Drop a removed credential's label sets: a ``settings_controller_connected 0`` left
+        behind would keep ``SettingsControllerKeyNotConnected`` firing about a key nobody uses."""
+        with contextlib.suppress(KeyError):
+            self.meter.connected.remove(target.integration, target.slot)
+        for reason in Reason:
+            with contextlib.suppress(KeyError):
+                self.meter.checks.remove(target.integration, target.slot, reason.value)
+
+    # --- the reconciler ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Check what is due and write what changed, until cancelled; survives any one failure."""
+        """Work on the queue until cancelled (a failed key is retried after a backoff)."""
         self.refresh()
-        while True:
-            try:
-                await self._step()
-            except Exception:
-                log.exception("connection checks: a step failed; retrying in 5s")
-                await asyncio.sleep(5.0)
+        self.queue.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.queue.close()
 
-    async def _step(self) -> None:
-        self._wake.clear()  # before looking: a wake-up from here on is not lost
-        now = time.monotonic()
-        due = [n for n, at in self._due.items() if at <= now and n in self._targets]
-        if any(self._outcomes[n].reason is Reason.CHECKING for n in due if n in self._outcomes):
+    async def sync(self, key: Key) -> queueing.Result:
+        """The queue's step: check one credential (and when to check it again), or write
+        what the checks found."""
+        if isinstance(key, _Connected):
+            if not self._checking:  # a round in flight: its last check queues this again
+                await self._global_status()
+            return queueing.DONE
+        target = self._targets.get(key)
+        if target is None:
+            return queueing.DONE  # removed since it was queued
+        outcome = self._outcomes.get(key)
+        if outcome is not None and outcome.reason is Reason.CHECKING:
             await self._global_status()  # say "Checking" before the check, not after
-        if due:
-            await self._check(due)
-        if due or self._global_dirty:
-            self._global_dirty = False
-            await self._global_status()
-        if self._all_accounts or self._accounts:
-            await self._account_statuses()
-        if due:
-            return
-        wait = min((at - now for at in self._due.values()), default=self.interval)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
+        self._checking.add(key)
+        try:
+            return await self._check(key, target)
+        finally:
+            self._checking.discard(key)
+            self.queue.add(CONNECTED)
 
-    async def _check(self, names: list[str]) -> None:
-        targets = [self._targets[n] for n in names]
-        started = {n: self._fingerprints.get(n) for n in names}
-        mark = time.monotonic() + self.interval
-        for name in names:
-            self._due[name] = mark  # changed meanwhile (the annotation): due again at once
-        outcomes = await checks.check_all(
-            targets, self._key, self.timeout, CONCURRENCY, http=self._http
-        )
-        for outcome in outcomes:
-            name = outcome.target.name
-            if self._fingerprints.get(name) != started[name]:
-                continue  # the key or endpoint changed meanwhile: that check is due already
-            await self._record(name, outcome, reschedule=self._due.get(name) == mark)
-
-    async def _record(self, name: str, outcome: Outcome, reschedule: bool) -> None:
-        target = outcome.target
+    async def _check(self, name: str, target: connections.Target) -> queueing.Result:
+        started = self._fingerprints.get(name)
+        try:
+            (outcome,) = await checks.check_all(
+                [target], self._key, self.timeout, 1, http=self._http
+            )
+        except Exception as e:
+            # check_all answers for every key whatever the providers send; should it raise
+            # anyway, the check still ends with an answer, not with the key left at
+            # "Checking" until the next interval. The class only: a text could hold what
+            # a provider sent.
+            log.warning("connection check %s failed (%s); reporting it", name, type(e).__name__)
+            detail = f"check failed: {type(e).__name__}"
+            outcome = Outcome(
+                target, Reason.UNEXPECTED_RESPONSE, 0.0, conditions.now(), detail=detail
+            )
+        if self._fingerprints.get(name) != started or name not in self._targets:
+            # The key or endpoint changed meanwhile (queued again already), or the
+            # credential is gone (its series are gone and stay gone).
+            return queueing.DONE
+        # Only the detail holds text from outside; scrubbed against every key we hold.
+        held = [k for k in map(self._key, self._targets.values()) if k]
+        outcome = dataclasses.replace(outcome, detail=connections.scrub(outcome.detail, held))
         transient = outcome.reason in connections.TRANSIENT
         failures = self._failures.get(name, 0) + 1 if transient else 0
         self._failures[name] = failures
-        if reschedule:
-            delay = connections.next_delay(outcome, failures, self.interval)
-            self._due[name] = time.monotonic() + delay
+        try:
+            await self._record(name, outcome)
+        except Exception as e:  # the bookkeeping must not cost the key its schedule
+            log.warning("connection %s: recording its check failed (%s)", name, type(e).__name__)
+            self._outcomes[name] = self._settled[name] = outcome
+        return queueing.Result(
+            requeue_after=connections.next_delay(outcome, failures, self.interval)
+        )
+
+    async def _record(self, name: str, outcome: Outcome) -> None:
+        target = outcome.target
         self.meter.checks.labels(target.integration, target.slot, outcome.reason.value).inc()
         if outcome.status is not None or outcome.reason is Reason.TIMEOUT:
             self.meter.latency.labels(target.provider).observe(outcome.latency)
         self.meter.connected.labels(target.integration, target.slot).set(int(outcome.connected))
         before = self._settled.get(name)
         self._outcomes[name] = self._settled[name] = outcome
+        if (before is None or before.connected != outcome.connected) and self.settled() is not None:
+            self.on_connected()  # once every key has its first answer, then on each flip
         if before is None or before.reason is not outcome.reason:
             level = logging.INFO if outcome.connected else logging.WARNING
             log.log(level, "connection %s: %s: %s", name, outcome.reason.value, outcome.message)
             await self._event(outcome)
-        if before is None or before.connected != outcome.connected:
-            self._all_accounts = True
 
     async def _event(self, outcome: Outcome) -> None:
         observed, _ = self._global()
@@ -259,74 +308,21 @@ class Verifier:
         if len(shown) < len(self._targets):
             return  # the first round is not complete: nothing half-known to report
         verdict = connections.verdict(shown)
-        previous = list(observed.status.get("conditions") or ())
-        condition = _condition(verdict, observed.generation, previous)
-        merged = [condition if c.get("type") == connections.CONNECTED else c for c in previous]
-        if condition not in merged:
-            merged.append(condition)
-        entries = [o.entry() for o in shown]
-        if merged == previous and observed.status.get("connections") == entries:
+        condition = _condition(
+            verdict, observed.generation, observed.status.get("conditions") or ()
+        )
+        status = {"conditions": [condition], "connections": [o.entry() for o in shown]}
+        if not conditions.changed(observed.status, status):
             return
         try:
-            await self.writer.patch_status(
-                observed.kind,
-                observed.name,
-                None,
-                {"conditions": merged, "connections": entries},
+            await self.writer.apply_status(
+                observed.kind, observed.name, None, status, FIELD_MANAGER
             )
         except clients.WriteError as e:
             log.warning("connection status of the global: %s", e)
 
-    async def _account_statuses(self) -> None:
-        _, decl = self._global()
-        if decl is None or any(n not in self._settled for n in self._targets):
-            return  # keep what the statuses say until every key has an answer
-        names = list(self.views.accounts) if self._all_accounts else sorted(self._accounts)
-        self._all_accounts = False
-        self._accounts.clear()
-        settled = dict(self._settled)
-        slots = asyncio.Semaphore(_STATUS_WRITES)
-
-        async def one(name: str) -> None:
-            async with slots:
-                await self._account_status(name, decl, settled)
-
-        await asyncio.gather(*(one(n) for n in names))
-
-    async def _account_status(
-        self, name: str, global_: declarations.GlobalSettings, settled: Mapping[str, Outcome]
-    ) -> None:
-        observed = self.views.accounts.get(name)
-        account = observed.declaration if observed is not None else None
-        if observed is None or not isinstance(account, declarations.Account):
-            return
-        overrides = list((self.views.overrides.get(account.namespace) or {}).values())
-        by_type = {
-            o.declaration.type: o.declaration
-            for o in overrides
-            if isinstance(o.declaration, declarations.IntegrationSettings)
-        }
-        result = merging.merge_account(self.catalog, global_, account, by_type)
-        connected = connections.services_connected(self.catalog, result, settled)
-        before = observed.status.get("connected") or {}
-        if before != connected:
-            # A merge patch merges maps: name the types that are gone as null.
-            patch = {t: connected.get(t) for t in {*before, *connected}}
-            await self._patch(observed, {"connected": patch})
-        for o in overrides:
-            decl = o.declaration
-            if isinstance(decl, declarations.IntegrationSettings):
-                mine = connected.get(decl.type)
-                if o.status.get("connected") != mine:
-                    await self._patch(o, {"connected": mine})
-
-    async def _patch(self, observed: bodies.Observed, status: dict[str, Any]) -> None:
-        try:
-            await self.writer.patch_status(observed.kind, observed.name, observed.namespace, status)
-        except clients.WriteError as e:
-            log.warning("connection status of %s %s: %s", observed.kind, observed.name, e)
-
     async def close(self) -> None:
+        await self.queue.close()
         await self._http.close()
 
 
@@ -348,62 +344,3 @@ def _condition(
         "reason": verdict.reason,
         "message": verdict.message[:32768],
     }
-
-
-# --- hooks: one call each from running.py and handlers.py --------------------------------
-
-
-def start(
-    memo: kopf.Memo,
-    writer: clients.Writer,
-    store: keys.KeyStore,
-    views: reconciling.Views,
-    interval: float,
-    timeout: float,
-) -> list[asyncio.Task[None]]:
-    """Start checking (``interval`` 0: checks off); the tasks to cancel at stop."""
-    if interval <= 0:
-        log.info("connection checks are off (--verify-interval 0)")
-        return []
-    verifier = Verifier(memo.catalog, writer, store, views, memo.metrics, interval, timeout)
-    memo.connections = verifier
-    return [asyncio.create_task(verifier.run())]
-
-
-def on_keys(
-    first: Callable[[frozenset[str]], Awaitable[None]], memo: kopf.Memo
-) -> Callable[[frozenset[str]], Awaitable[None]]:
-    """The key watch's callback: a re-check of changed keys is scheduled, then ``first`` (the
-    reconciler) runs; not the other way round, as its fan-out may take seconds."""
-
-    async def changed(names: frozenset[str]) -> None:
-        verifier: Verifier | None = memo.get("connections")
-        if verifier is not None:
-            verifier.refresh()
-        await first(names)
-
-    return changed
-
-
-def global_seen(memo: kopf.Memo, observed: bodies.Observed) -> None:
-    verifier: Verifier | None = memo.get("connections")
-    if verifier is not None:
-        verifier.global_seen(observed)
-
-
-def account_seen(memo: kopf.Memo, name: str) -> None:
-    verifier: Verifier | None = memo.get("connections")
-    if verifier is not None:
-        verifier.account_seen(name)
-
-
-def namespace_seen(memo: kopf.Memo, namespace: str) -> None:
-    verifier: Verifier | None = memo.get("connections")
-    if verifier is not None:
-        verifier.namespace_seen(namespace)
-
-
-async def stop(memo: kopf.Memo) -> None:
-    verifier: Verifier | None = memo.get("connections")
-    if verifier is not None:
-        await verifier.close()

@@ -2,7 +2,8 @@
 
 One source of credentials for every request the operator makes: lightkube's
 ``KubeConfig`` (a file, ``$KUBECONFIG``, or the in-cluster ServiceAccount)
-read here for kopf and in ``clients.Client.connect`` for the writes. kopf
+read here for kopf and in ``clients.Client.connect`` for the writes;
+``$KUBECONFIG`` as kubectl reads it (a list of files, merged: ``kubeconfigs``). kopf
 calls the login handler again whenever the API server answers 401, so a
 rotated ServiceAccount token (a projected volume refreshes it on disk) is
 picked up by re-reading the token file.
@@ -17,10 +18,12 @@ from typing import Any
 import kopf
 from lightkube import KubeConfig
 
+from controller.cluster.runtime import kubeconfigs
+
 
 def connection(kubeconfig: pathlib.Path | None) -> kopf.ConnectionInfo | None:
     """What kopf needs to connect; None for what only an exec plugin or auth provider serves."""
-    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+    config = KubeConfig.from_file(kubeconfig) if kubeconfig else kubeconfigs.from_env()
     conf = config.get()
     if conf is None or conf.cluster is None or conf.user is None:
         return None

@@ -8,21 +8,13 @@ only what differs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from controller.cluster import bodies
+from controller.cluster.runtime import records, secrets
 from controller.core import catalog, declarations, merging, rendering
 
-LABEL_PLAN = bodies.LABEL_PLAN
 
-
-class Keys(Protocol):
-    def value(self, secret_name: str, key: str) -> str | None:
-        """The base64 value of a platform key, or None when missing or empty."""
-        ...
-
-
-def owner_reference(account: bodies.Observed) -> dict[str, Any]:
+def owner_reference(account: records.Observed) -> dict[str, Any]:
     """The Account owns its outputs: deleting it lets the garbage collector remove them.
 
     ``blockOwnerDeletion`` stays false, so the operator needs no permission on
@@ -39,17 +31,17 @@ def owner_reference(account: bodies.Observed) -> dict[str, Any]:
 
 
 def configmap(
-    account: bodies.Observed, namespace: str, data: Mapping[str, str], plan: str
+    account: records.Observed, namespace: str, data: Mapping[str, str], plan: str
 ) -> dict[str, Any]:
     """The ConfigMap, labelled with the plan its namespace was labelled with just before."""
     manifest = rendering.configmap(account.name, namespace, data)
-    manifest["metadata"]["labels"][LABEL_PLAN] = plan
+    manifest["metadata"]["labels"][records.LABEL_PLAN] = plan
     manifest["metadata"]["ownerReferences"] = [owner_reference(account)]
     return manifest
 
 
 def credential_data(
-    global_: declarations.GlobalSettings, result: merging.AccountResult, keys: Keys
+    global_: declarations.GlobalSettings, result: merging.AccountResult, keys: secrets.PlatformKeys
 ) -> dict[str, str]:
     """``<type>.<slot>`` -> base64 key, for the enabled integrations; missing keys left out,
     and none at all for a plan that does not project keys."""
@@ -67,7 +59,7 @@ def credential_data(
 
 
 def credentials_secret(
-    account: bodies.Observed, namespace: str, data: Mapping[str, str]
+    account: records.Observed, namespace: str, data: Mapping[str, str]
 ) -> dict[str, Any]:
     # No content-hash annotation here: not even a digest of a key leaves the Secret.
     return {
@@ -96,7 +88,7 @@ def namespace(account: declarations.Account) -> dict[str, Any]:
         "metadata": {
             "name": account.namespace,
             "labels": {
-                LABEL_PLAN: account.plan,
+                records.LABEL_PLAN: account.plan,
                 rendering.LABEL_ACCOUNT: account.name,
             },
         },
@@ -104,7 +96,7 @@ def namespace(account: declarations.Account) -> dict[str, Any]:
 
 
 def in_sync(
-    seen: bodies.Digest | None, data: Mapping[str, str], owner_uid: str, plan: str | None = None
+    seen: records.Digest | None, data: Mapping[str, str], owner_uid: str, plan: str | None = None
 ) -> bool:
     """Whether the object as last seen already holds ``data`` (and ``plan``) and belongs to the account."""
     return (
@@ -114,12 +106,3 @@ def in_sync(
         and (plan is None or seen.plan == plan)
         and seen.content_hash == rendering.content_hash(data)
     )
-
-
-def namespace_labelled(seen: bodies.Digest | None, owner_uid: str, plan: str) -> bool:
-    """Whether the account's ConfigMap, as last seen, shows its namespace exists with ``plan``.
-
-    The ConfigMap is written only after the namespace was applied with the
-    plan it carries, and vanishes with the namespace.
-    """
-    return seen is not None and seen.managed and owner_uid in seen.owners and seen.plan == plan

@@ -1,11 +1,13 @@
-"""Carrying out the core's decision for one account namespace at a time.
+"""Carrying out the core's decision for one key at a time.
 
-Handlers and watches only name the namespaces a change concerns (``request``);
-the work queue (``queueing``) hands each to ``sync``, which asks the core
-(``decisions.decide``) what the namespace's fate is and executes it: render
-and apply what differs from what was last seen (``generated``), keep the
-outputs of a namespace in conflict, or remove the outputs an account left
-behind when it was deleted or moved. Statuses and Events go through
+The operator's routes (``operating``) only name the keys a change concerns
+(``request``): an account namespace, ``Unclaimed(name)`` for an Account the
+core cannot read (it names no namespace), ``GLOBAL`` for the global's own
+status. The work queue (``queueing``) hands each to ``sync``, which for a
+namespace asks the core (``decisions.decide``) what its fate is and executes
+it: render and apply what differs from what was last seen (``generated``),
+keep the outputs of a namespace in conflict, or remove the outputs an account
+left behind when it was deleted or moved. Statuses and Events go through
 ``reporting``. A global or key change is a fan-out: every known namespace
 queued once, the same workers.
 """
@@ -16,24 +18,57 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
-from controller.cluster import (
-    bodies,
-    clients,
-    generated,
-    manifests,
-    metrics,
-    queueing,
-    reporting,
-    statuses,
+from controller.cluster import manifests, metrics, reporting, statuses
+from controller.cluster.runtime import clients, generated, queueing, records, secrets
+from controller.core import (
+    catalog,
+    connections,
+    credentials,
+    decisions,
+    declarations,
+    findings,
+    merging,
+    rendering,
 )
-from controller.core import catalog, decisions, declarations, findings, merging, rendering
 
 log = logging.getLogger(__name__)
 
 Verdict = decisions.Verdict
+
+# At most one forced sync (the force re-sync annotation) per object asking and namespace
+# in this many seconds: a tenant may patch its IntegrationSettings, so a new annotation value every
+# second would otherwise set the operator's write rate (ConfigMap, Secret and namespace
+# labels each time). Later requests in the window are one normal sync, which writes
+# only what changed.
+FORCE_INTERVAL = 10.0
+QUEUE = "account"  # the work queue's and controller's name in controller-runtime's metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Unclaimed:
+    """The key of an Account the core cannot read: it claims no namespace to sync, so its
+    status (why it is invalid) is written under its own name."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"Account {credentials.printable_name(self.name)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalStatus:
+    """The key of the global's own status (Ready, KeysPresent, the singleton rule); a
+    changed declaration fans out from there."""
+
+    def __str__(self) -> str:
+        return "the global settings"
+
+
+GLOBAL = GlobalStatus()
+Key = str | Unclaimed | GlobalStatus  # a str is an account namespace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,47 +76,15 @@ class Views:
     """Read-only views of the custom resources (``resources``), the generated objects
     and the labelled namespaces (``generated``)."""
 
-    globals: Mapping[str, bodies.Observed]  # by name
-    accounts: Mapping[str, bodies.Observed]  # by name
-    tenants: Mapping[str, Mapping[str, bodies.Observed]]  # namespace -> the Accounts claiming it
-    overrides: Mapping[str, Mapping[str, bodies.Observed]]  # namespace -> its overrides by name
-    configmaps: Mapping[str, bodies.Digest]  # by namespace (generated.Digests)
-    secrets: Mapping[str, bodies.Digest]  # by namespace (generated.Digests)
+    globals: Mapping[str, records.Observed]  # by name
+    accounts: Mapping[str, records.Observed]  # by name
+    tenants: Mapping[str, Mapping[str, records.Observed]]  # namespace -> the Accounts claiming it
+    overrides: Mapping[str, Mapping[str, records.Observed]]  # namespace -> its overrides by name
+    configmaps: Mapping[str, records.Digest]  # by namespace (generated.Digests)
+    secrets: Mapping[str, records.Digest]  # by namespace (generated.Digests)
     namespaces: Mapping[str, tuple[str, str]] = dataclasses.field(
         default_factory=dict
     )  # namespace -> (plan, account) labels (generated.Namespaces)
-
-
-class World:
-    """The cluster's indexes as the core's ``decisions.World``."""
-
-    def __init__(self, views: Views) -> None:
-        self.views = views
-
-    def observed_accounts(self, namespace: str) -> list[bodies.Observed]:
-        """Every Account object naming ``namespace`` (valid or not), by name."""
-        claiming = self.views.tenants.get(namespace) or {}
-        return [claiming[name] for name in sorted(claiming)]
-
-    def claimants(self, namespace: str) -> Sequence[declarations.Account]:
-        return [
-            o.declaration
-            for o in self.observed_accounts(namespace)
-            if isinstance(o.declaration, declarations.Account)
-            and o.declaration.namespace == namespace
-        ]
-
-    def namesakes(self, name: str) -> int:
-        return 1  # the API server keeps names unique
-
-    def overrides_in(
-        self, namespace: str
-    ) -> Mapping[str, Sequence[declarations.IntegrationSettings]]:
-        return {
-            o.declaration.type: [o.declaration]
-            for o in (self.views.overrides.get(namespace) or {}).values()
-            if isinstance(o.declaration, declarations.IntegrationSettings)
-        }
 
 
 class Reconciler:
@@ -89,60 +92,92 @@ class Reconciler:
         self,
         cat: catalog.Catalog,
         writer: clients.Writer,
-        keys: manifests.Keys,
+        keys: secrets.PlatformKeys,
         views: Views,
         meter: metrics.Metrics,
         concurrency: int = 16,
-        listed: Sequence[asyncio.Event] = (),
-        backoff: queueing.Backoff | None = None,
+        backoff: queueing.Backoff[Key] | None = None,
         bucket: queueing.Bucket | None = None,
+        autostart: bool = True,
     ) -> None:
         self.catalog = cat
         self.writer = writer
         self.keys = keys
         self.views = views
-        self.world = World(views)
+        self.world = records.World(views.tenants, views.overrides)
         self.metrics = meter
         self.reporter = reporting.Reporter(writer, meter)
-        self.queue = queueing.WorkQueue(
+        # ``autostart`` False: no worker runs until ``queue.start()``, which the operator
+        # calls once every cache is listed (before that, a namespace would look unclaimed
+        # and its outputs be removed, or its outputs missing and every one be rewritten).
+        self.queue: queueing.WorkQueue[Key] = queueing.WorkQueue(
             self.sync,
             concurrency,
             backoff,
             bucket,
             on_retry=lambda key, delay: meter.retries.inc(),
+            meter=meter.queue(QUEUE, concurrency),
+            autostart=autostart,
         )
-        # Set once each followed kind is listed: before that, a namespace would
-        # look unclaimed (its outputs removed), or its outputs missing (every
-        # one rewritten). (running.py passes them; tests that call ``sync``
-        # directly need none.)
-        self._listed = tuple(listed)
+        # Set by each fan-out: ``count_full_passes`` marks the pass done once it drained.
+        self.fanned_out = asyncio.Event()
         # What was written and not yet echoed, by (kind, namespace): an output's
         # (content hash, owner uid), a Namespace's (plan, account) labels. The
         # watch event that echoes our own write needs no reconcile.
         self._written: dict[tuple[str, str], tuple[str, str]] = {}
         self._last_global: declarations.GlobalSettings | None = None
-        self.renders = 0  # namespaces synced since start (running.py compacts after bursts)
+        # Namespaces whose next sync writes every output whatever the views say (the
+        # force re-sync annotation): an edit the views do not record is repaired too.
+        self._forced: set[str] = set()
+        # requester|namespace -> when its last forced sync was granted
+        self._forced_at: dict[str, float] = {}
+        self.clock = time.monotonic  # tests move it
+        # The key checks' answers for every key, None until each has one or with checks
+        # off (``connections.Verifier.settled``): read for the ``connected`` statuses.
+        self.checks: Callable[[], Mapping[str, connections.Outcome] | None] = lambda: None
+        self.renders = 0  # namespaces synced since start (operating compacts after bursts)
         meter.count_queue(lambda: self.queue.depth, self.queue.oldest)
 
-    # --- what handlers and watches call -----------------------------------------
+    # --- what the routes call (operating) ---------------------------------------
 
-    def request(self, namespace: str) -> None:
-        """Sync ``namespace`` soon (once, if it is already waiting)."""
-        self.queue.add(namespace)
+    def request(self, key: Key) -> None:
+        """Sync ``key`` soon (once, if it is already waiting)."""
+        self.queue.add(key)
 
-    async def account_changed(
-        self, before: bodies.Observed | None, after: bodies.Observed | None
+    def force(self, namespace: str, requester: str = "") -> bool:
+        """Sync ``namespace`` soon, applying its outputs even where they look current: at
+        most once per ``FORCE_INTERVAL`` for each object that asks (``requester``: an
+        Account, an IntegrationSettings, the global; a tenant has at most one
+        IntegrationSettings per integration type); within it, a normal sync (coalesced
+        with any waiting). Whether this one is forced."""
+        now = self.clock()
+        window = f"{requester}|{namespace}"
+        last = self._forced_at.get(window)
+        granted = last is None or now - last >= FORCE_INTERVAL
+        if granted:
+            if len(self._forced_at) >= 4096:  # forget the windows that have passed
+                self._forced_at = {
+                    w: at for w, at in self._forced_at.items() if now - at < FORCE_INTERVAL
+                }
+            self._forced_at[window] = now
+            self._forced.add(namespace)
+        self.request(namespace)
+        return granted
+
+    def account_changed(
+        self, before: records.Observed | None, after: records.Observed | None
     ) -> None:
         """An Account changed (None: absent): settle the namespace it claims and the one
-        it claimed before (a move or a deletion leaves outputs there)."""
+        it claimed before (a move or a deletion leaves outputs there); one the core
+        cannot read has its status written under its name."""
         if after is not None and not isinstance(after.declaration, declarations.Account):
-            await self.account_invalid(after)
+            self.request(Unclaimed(after.name))
         for namespace in sorted({o.claims for o in (before, after) if o and o.claims}):
             self.request(namespace)
         if after is None and before is not None:
             self.reporter.forget(catalog.ACCOUNT, None, before.name)
 
-    async def account_invalid(self, observed: bodies.Observed) -> None:
+    async def account_invalid(self, observed: records.Observed) -> None:
         """An Account the core cannot read (no namespace to queue): say why on it."""
         reason, message = statuses.problems(observed)
         await self.reporter.status(observed, statuses.blocked(observed, reason, message))
@@ -153,43 +188,72 @@ class Reconciler:
         self.request(namespace)
 
     async def global_changed(self) -> None:
-        """The global changed: its status, then every namespace if its declaration changed."""
+        """The global changed: its status, then every namespace if its declaration changed,
+        until they are synced (callers that await it; the operator queues ``GLOBAL``)."""
         await self.global_status()
+        if self._global_moved():
+            await self.everything("global settings changed")
+
+    def _global_moved(self) -> bool:
+        """Whether the global's declaration differs from the one last fanned out for."""
         current = self._global()
         if current != self._last_global or current is None:
             self._last_global = current
-            await self.everything("global settings changed")
+            return True
+        return False
 
-    async def keys_changed(self, names: Collection[str]) -> None:
-        """Platform key Secrets changed: only a referenced one matters."""
+    def keys_changed(self, names: Collection[str]) -> bool:
+        """Platform key Secrets changed: only a referenced one matters (the global's status,
+        then a fan-out, both queued). Whether one did."""
         decl = self._global()
         if decl is None:
-            return
+            return False
         referenced = {
             ref.secret_name for i in decl.integrations.values() for ref in i.credentials.values()
         }
-        if referenced & set(names):
-            await self.global_status()
-            await self.everything("platform key Secret changed")
+        if not referenced & set(names):
+            return False
+        self.request(GLOBAL)
+        self.fan_out("platform key Secret changed")
+        return True
 
-    async def everything(self, why: str) -> None:
-        """Queue every namespace anything is known about, and wait until they are synced."""
+    async def everything(self, why: str, force: bool = False) -> None:
+        """Queue every namespace anything is known about, and wait until they are synced
+        (``force``: applying their outputs even where they look current)."""
+        self.fan_out(why, force)
+        await self.queue.settled()
+        self.metrics.full_pass_done()
+
+    async def count_full_passes(self) -> None:
+        """Mark each fan-out's pass done once the queue has drained it (runs until cancelled:
+        a fan-out started by a watch or a worker never waits for its own pass)."""
+        while True:
+            await self.fanned_out.wait()
+            self.fanned_out.clear()
+            await self.queue.settled()
+            self.metrics.full_pass_done()
+
+    def fan_out(self, why: str, force: bool = False) -> None:
+        """Queue every namespace anything is known about (``force``: applying their outputs
+        even where they look current); returns at once."""
         namespaces = (
             set(self.views.tenants)
             | set(self.views.overrides)
-            | {ns for ns, seen in self.views.configmaps.items() if seen.managed}
-            | {ns for ns, seen in self.views.secrets.items() if seen.managed}
+            | {ns for ns, seen in self.views.configmaps.items() if seen.managed or seen.generated}
+            | {ns for ns, seen in self.views.secrets.items() if seen.managed or seen.generated}
             | set(self.views.namespaces)
         )
         self.metrics.fanout.observe(len(namespaces))
         self.metrics.accounts.set(len(self.views.accounts))
         log.info("syncing %d namespaces: %s", len(namespaces), why)
         for namespace in sorted(namespaces):
-            self.request(namespace)
-        await self.queue.settled()
-        self.metrics.full_pass_done()
+            if force:
+                self.force(namespace, "global")
+            else:
+                self.request(namespace)
+        self.fanned_out.set()
 
-    async def generated_changed(self, kind: str, changes: Collection[generated.Change]) -> None:
+    def generated_changed(self, kind: str, changes: Collection[generated.Change]) -> None:
         """Generated objects changed: repair them unless it is the echo of our own write."""
         for namespace, seen in changes:
             # Each write is echoed once: what was written is needed only until
@@ -205,7 +269,7 @@ class Reconciler:
                 continue
             self.request(namespace)
 
-    async def namespaces_changed(self, changed: Collection[str]) -> None:
+    def namespaces_changed(self, changed: Collection[str]) -> None:
         """Our labels on a namespace changed (removed by hand, say): settle it again, unless
         it is the echo of our own labelling (a second sync of every new account)."""
         for namespace in changed:
@@ -224,7 +288,7 @@ class Reconciler:
         if observed is None:
             return
         if not isinstance(observed.declaration, declarations.Account):
-            await self.account_invalid(observed)
+            await self.sync(Unclaimed(name))
             return
         await self.sync(observed.declaration.namespace)
 
@@ -248,20 +312,35 @@ class Reconciler:
 
     # --- one namespace -----------------------------------------------------------
 
-    async def sync(self, namespace: str) -> None:
-        """The queue's step: decide ``namespace``'s fate and carry it out (raises to retry)."""
-        for listed in self._listed:
-            await listed.wait()
+    async def sync(self, key: Key) -> queueing.Result:
+        """The queue's step (controller-runtime's ``Reconcile``): decide the fate of ``key``
+        and carry it out; raises to be retried after a backoff."""
+        if isinstance(key, GlobalStatus):
+            await self.global_status()
+            if self._global_moved():
+                self.fan_out("global settings changed")
+            return queueing.DONE
+        if isinstance(key, Unclaimed):
+            observed = self.views.accounts.get(key.name)
+            if observed is not None and not isinstance(observed.declaration, declarations.Account):
+                await self.account_invalid(observed)
+            return queueing.DONE
+        await self._sync_namespace(key)
+        return queueing.DONE
+
+    async def _sync_namespace(self, namespace: str) -> None:
         started = time.perf_counter()
         outcome = "failed"
+        forced = namespace in self._forced
         try:
-            outcome = await self._sync(namespace)
+            outcome = await self._sync(namespace, forced)
+            self._forced.discard(namespace)
         finally:
             self.metrics.reconciled(namespace, outcome)
             self.renders += 1
             self.metrics.duration.observe(time.perf_counter() - started)
 
-    async def _sync(self, namespace: str) -> str:
+    async def _sync(self, namespace: str, forced: bool = False) -> str:
         decision = decisions.decide(self.world, namespace, self._global())
         observed_accounts = self.world.observed_accounts(namespace)
         for o in observed_accounts:
@@ -295,7 +374,7 @@ class Reconciler:
         observed = by_name[account.name]
         result = merging.merge_account(self.catalog, global_, account, decision.overrides)
         try:
-            wrote = await self._write(observed, account, global_, result)
+            wrote = await self._write(observed, account, global_, result, forced)
         except clients.WriteError as e:
             self.metrics.errors.labels("write").inc()
             log.warning("account %s: %s; retrying after a backoff", account.name, e)
@@ -308,23 +387,40 @@ class Reconciler:
                 observed,
                 statuses.blocked(observed, findings.Reason.OUTPUT_CONFLICT.value, str(e)),
             )
+            # Nothing of theirs is applied either: not the Applied of an older generation.
+            waiting = (
+                f"account {credentials.printable_name(account.name)} is not ready "
+                f"({findings.Reason.OUTPUT_CONFLICT.value}): "
+                "these overrides are not applied until it is"
+            )
+            for o in overrides:
+                await self.reporter.status(
+                    o, statuses.blocked(o, statuses.ACCOUNT_NOT_READY, waiting)
+                )
             return "blocked"
 
         missing = statuses.missing_keys(global_, result, self.keys)
+        self.metrics.keys_missing(namespace, bool(missing))
         plan_notes = [
             f
             for f in result.findings
             if f.ref == account.ref
             and f.reason in (findings.Reason.PLAN_FORBIDS, findings.Reason.UNKNOWN_PLAN)
         ]
+        settled = self.checks()
+        connected = (
+            None
+            if settled is None
+            else connections.services_connected(self.catalog, result, settled)
+        )
         # Each object's status is its own request: at once, like the outputs.
         await _all(
             [
                 self.reporter.status(
-                    observed, statuses.account(observed, result, namespace, missing)
+                    observed, statuses.account(observed, result, namespace, missing, connected)
                 ),
                 *(
-                    self.reporter.status(o, statuses.override(o, result, plan_notes))
+                    self.reporter.status(o, statuses.override(o, result, plan_notes, connected))
                     for o in overrides
                 ),
             ]
@@ -333,10 +429,11 @@ class Reconciler:
 
     async def _write(
         self,
-        observed: bodies.Observed,
+        observed: records.Observed,
         account: declarations.Account,
         global_: declarations.GlobalSettings,
         result: merging.AccountResult,
+        forced: bool = False,
     ) -> bool:
         namespace = account.namespace
         seen_configmap = self.views.configmaps.get(namespace)
@@ -345,16 +442,18 @@ class Reconciler:
             ("ConfigMap", seen_configmap, rendering.CONFIGMAP_NAME),
             ("Secret", seen_secret, rendering.CREDENTIALS_SECRET_NAME),
         ):
-            if seen is not None and not seen.managed:
+            if seen is not None and not seen.generated:
                 # Never adopt: the object holds someone else's data, and the
                 # Account's ownership would let the garbage collector delete it.
+                # What the operator wrote is told by its ownerReference to an Account
+                # (this one, or the namespace's former one), not by a label alone.
                 raise _Foreign(
                     f"a {kind} named {name} that the operator did not create exists in "
                     f"namespace {namespace}; it is left untouched, and no outputs are written "
                     "there until it is removed or renamed"
                 )
         labels = (account.plan, account.name)
-        if self.views.namespaces.get(namespace) != labels:
+        if forced or self.views.namespaces.get(namespace) != labels:
             self._written.pop(("Namespace", namespace), None)
             await self.writer.apply(manifests.namespace(account))
             self._written[("Namespace", namespace)] = labels
@@ -363,7 +462,16 @@ class Reconciler:
         # account's writes take two round trips after the namespace, not three.
         writes = []
         data = result.data
-        if not manifests.in_sync(seen_configmap, data, observed.uid, account.plan):
+        keys = manifests.credential_data(global_, result, self.keys)
+        # Server-side apply leaves the keys another field manager added (kubectl
+        # patch): what is not rendered is removed first, so the outputs are exactly
+        # the render. Nothing is written when there is none (a restart writes nothing).
+        for kind, seen, rendered in (
+            ("ConfigMap", seen_configmap, data),
+            ("Secret", seen_secret, keys),
+        ):
+            await self._remove_foreign_keys(kind, namespace, seen, rendered)
+        if forced or not manifests.in_sync(seen_configmap, data, observed.uid, account.plan):
             writes.append(
                 self._apply(
                     "ConfigMap",
@@ -374,8 +482,7 @@ class Reconciler:
                     f"account {account.name}: wrote {namespace}/{rendering.CONFIGMAP_NAME}",
                 )
             )
-        keys = manifests.credential_data(global_, result, self.keys)
-        if not manifests.in_sync(seen_secret, keys, observed.uid):
+        if forced or not manifests.in_sync(seen_secret, keys, observed.uid):
             writes.append(
                 self._apply(
                     "Secret",
@@ -417,6 +524,25 @@ class Reconciler:
         if done:
             log.info("%s", done)
 
+    async def _remove_foreign_keys(
+        self, kind: str, namespace: str, seen: records.Digest | None, rendered: Mapping[str, str]
+    ) -> None:
+        if seen is None:
+            return
+        data_keys, binary_keys = seen.foreign_keys(rendered)
+        if not data_keys and not binary_keys:
+            return
+        name = (
+            rendering.CONFIGMAP_NAME if kind == "ConfigMap" else rendering.CREDENTIALS_SECRET_NAME
+        )
+        await self.writer.remove_keys(kind, namespace, name, data_keys, binary_keys)
+        self.metrics.writes.labels(kind).inc()
+        # A key name may be a pasted key: named only when it does not look like one.
+        removed = ", ".join(credentials.printable_name(k) for k in (*data_keys, *binary_keys))
+        log.info(
+            "%s %s/%s: removed keys the operator did not write: %s", kind, namespace, name, removed
+        )
+
     async def _remove(self, namespace: str) -> None:
         """No account claims ``namespace``: what an account generated there goes."""
         for kind, seen, name in (
@@ -425,14 +551,14 @@ class Reconciler:
         ):
             # Only what an Account owns: a ConfigMap that `settings-controller render |
             # kubectl apply` wrote carries our label but no owner, and is not ours to remove.
-            if seen is not None and seen.managed and seen.owners:
+            if seen is not None and seen.generated:
                 await self.writer.delete(kind, namespace, name)
                 self.metrics.writes.labels(kind).inc()
                 log.info("namespace %s: no account claims it; deleted %s", namespace, name)
             self._written.pop((kind, namespace), None)
         if namespace in self.views.namespaces:
             await self.writer.remove_labels(
-                "Namespace", namespace, (bodies.LABEL_PLAN, rendering.LABEL_ACCOUNT)
+                "Namespace", namespace, (records.LABEL_PLAN, rendering.LABEL_ACCOUNT)
             )
             self.metrics.writes.labels("Namespace").inc()
 

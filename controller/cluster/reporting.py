@@ -1,4 +1,4 @@
-"""Statuses and Events: patch what changed, post a Warning once per new problem.
+"""Statuses and Events: apply what changed, post a Warning once per new problem.
 
 Both are remembered per object (kind, namespace, name) and forgotten when the
 object is deleted: a tenant creating and deleting objects in a loop must not
@@ -13,14 +13,19 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from controller.cluster import bodies, clients, conditions, metrics
+from controller.cluster import conditions, metrics
+from controller.cluster.runtime import clients, records
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str | None, str]  # kind, namespace, name
+# The reconciler's status fields (``statuses``: Ready, Reconciling, Stalled, CredentialsReady,
+# observedGeneration, usingGlobal, appliedFields) are applied under this manager; the key
+# checker's (``connections``) under its own.
+FIELD_MANAGER = records.FIELD_MANAGER
 
 
-def key_of(observed: bodies.Observed) -> Key:
+def key_of(observed: records.Observed) -> Key:
     return (observed.kind, observed.namespace, observed.name)
 
 
@@ -34,7 +39,7 @@ class Reporter:
         self._patched: dict[Key, int] = {}
         self._warned: dict[Key, tuple[str, str]] = {}  # (reason, message) last posted
 
-    async def status(self, observed: bodies.Observed, status: Mapping[str, Any]) -> None:
+    async def status(self, observed: records.Observed, status: Mapping[str, Any]) -> None:
         if not conditions.changed(observed.status, status):
             return
         key = key_of(observed)
@@ -45,7 +50,18 @@ class Reporter:
         if self._patched.get(key) == patched:
             return
         try:
-            await self.writer.patch_status(observed.kind, observed.name, observed.namespace, status)
+            removed = _removed(observed.status, status)
+            if removed:
+                await self.writer.remove_status(
+                    observed.kind, observed.name, observed.namespace, removed
+                )
+            await self.writer.apply_status(
+                observed.kind,
+                observed.name,
+                observed.namespace,
+                {k: v for k, v in status.items() if v is not None},
+                FIELD_MANAGER,
+            )
         except clients.WriteError as e:
             self._patched.pop(key, None)
             self.metrics.errors.labels("status").inc()
@@ -70,3 +86,17 @@ class Reporter:
     def __len__(self) -> int:
         """Objects remembered (for the tests that prove churn leaves nothing behind)."""
         return len(self._patched.keys() | self._warned.keys())
+
+
+def _removed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[str] | None]:
+    """What of ``status.connected`` goes (None: all of it; else the types gone). An apply
+    removes only what its manager wrote: ``connected`` was the key checker's before the
+    reconciler wrote it, so what goes is removed whoever wrote it (a merge patch)."""
+    if "connected" not in after or before.get("connected") is None:
+        return {}
+    now, then = after["connected"], before["connected"]
+    if now is None:
+        return {"connected": None}
+    if isinstance(now, Mapping) and isinstance(then, Mapping) and set(then) - set(now):
+        return {"connected": sorted(set(then) - set(now))}
+    return {}

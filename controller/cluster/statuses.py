@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from controller.cluster import bodies, conditions
+from controller.cluster import conditions
+from controller.cluster.runtime import records, secrets
 from controller.core import declarations, findings, merging, rendering
 
 Reason = findings.Reason
@@ -16,6 +17,7 @@ APPLIED = "Applied"
 VALID = "Valid"
 KEYS_PRESENT = "KeysPresent"
 KEYS_MISSING = conditions.KEYS_MISSING
+ACCOUNT_NOT_READY = conditions.ACCOUNT_NOT_READY
 OUTPUT_FAILED = findings.Reason.OUTPUT_FAILED.value
 
 
@@ -23,35 +25,39 @@ def _joined(found: Iterable[findings.Finding]) -> str:
     return "; ".join(f.message for f in found)
 
 
-def problems(observed: bodies.Observed) -> tuple[str, str]:
+def problems(observed: records.Observed) -> tuple[str, str]:
     """Reason and message for an object the core could not parse."""
     first = observed.problems[0].reason.value if observed.problems else "Invalid"
     return first, _joined(observed.problems) or "the object could not be read"
 
 
 def with_ready(
-    observed: bodies.Observed, ok: bool, reason: str, message: str, **extra: Any
+    observed: records.Observed, ok: bool, reason: str, message: str, **extra: Any
 ) -> dict[str, Any]:
+    """The reconciler's own status fields: ``Ready``, ``Reconciling`` and ``Stalled`` (the
+    conditions of other types are another writer's: ``Connected``, the key checker's),
+    ``observedGeneration`` and ``extra``. Applied under the reconciler's field manager
+    (``reporting``), so it names only what it owns."""
     previous = observed.status.get("conditions") or ()
-    computed = conditions.readiness(ok, reason, message, observed.generation, previous)
-    mine = {c["type"] for c in computed}
-    kept = [c for c in previous if c.get("type") not in mine]
+    if "connected" not in extra and observed.status.get("connected") is not None:
+        # Not recomputed here (the object is blocked, or the key checks have no answer
+        # for every key yet, or are off): kept as it is.
+        extra["connected"] = observed.status["connected"]
     return {
         "observedGeneration": observed.generation,
-        "conditions": [*computed, *kept],
+        "conditions": conditions.readiness(ok, reason, message, observed.generation, previous),
         **extra,
     }
 
 
-class KeyStore(Protocol):
-    def value(self, secret_name: str, key: str) -> str | None: ...
-
-
 def missing_keys(
-    global_: declarations.GlobalSettings, result: merging.AccountResult, keys: KeyStore
+    global_: declarations.GlobalSettings, result: merging.AccountResult, keys: secrets.PlatformKeys
 ) -> list[str]:
     """The platform keys this account's enabled integrations need and the Secrets lack,
-    as ``secret/key (type.slot)`` references: never a value."""
+    as ``secret/key (type.slot)`` references: never a value. None for a plan that gets
+    no keys (``projectKeys: false``, or a plan the global does not declare)."""
+    if not global_.projects_keys(result.account.plan):
+        return []
     return [
         f"{ref.secret_name}/{ref.key} ({integration.type}.{slot})"
         for integration in result.integrations
@@ -62,38 +68,48 @@ def missing_keys(
 
 
 def account(
-    observed: bodies.Observed,
+    observed: records.Observed,
     result: merging.AccountResult,
     namespace: str,
     missing: Sequence[str] = (),
+    connected: Mapping[str, bool] | None = None,
 ) -> dict[str, Any]:
     """Ready once the outputs are written; not while a key it needs is missing
     (``missing``: from ``missing_keys``), which leaves it out of the account's
-    credentials Secret."""
+    credentials Secret. ``connected``: per enabled integration, whether the keys its
+    settings use are verified (``connections.services_connected``; None: not known,
+    kept as it is)."""
     badges = result.summary
     notes = [f for f in result.findings if f.ref == observed_ref(observed)]
     message = f"effective settings written to {namespace}/integration-settings ({badges})"
     if notes:
-        message += ". " + _joined(notes)
+        # "; ", not ". ": a note begins with a field or a lower-case clause, not a sentence.
+        message += "; " + _joined(notes)
     if missing:
         message = (
             f"missing or empty platform keys, left out of {namespace}/"
             f"{rendering.CREDENTIALS_SECRET_NAME}: {', '.join(missing)}; {message}"
         )
+    ok, reason = not missing, KEYS_MISSING if missing else RECONCILED
+    if any(f.reason is Reason.UNKNOWN_PLAN for f in notes):
+        # Least privilege is written (defaults, no keys), not what the Account asks for:
+        # not Ready, and waiting (Reconciling) for the global or the Account to change.
+        ok, reason = False, Reason.UNKNOWN_PLAN.value
+        message = f"{_joined(notes)}; written to {namespace}/integration-settings ({badges})"
     return with_ready(
         observed,
-        not missing,
-        KEYS_MISSING if missing else RECONCILED,
+        ok,
+        reason,
         message,
-        usingGlobal=result.using_global,
         # Not the content hash (the ConfigMap's annotation carries it): a change of
         # a global default would otherwise cost every affected account a status
-        # write on top of its ConfigMap write. None removes one written before.
-        contentHash=None,
+        # write on top of its ConfigMap write.
+        usingGlobal=result.using_global,
+        **({} if connected is None else {"connected": dict(connected)}),
     )
 
 
-def observed_ref(observed: bodies.Observed) -> findings.ObjectRef | None:
+def observed_ref(observed: records.Observed) -> findings.ObjectRef | None:
     decl = observed.declaration
     if isinstance(decl, declarations.Account | declarations.IntegrationSettings):
         return decl.ref
@@ -101,10 +117,13 @@ def observed_ref(observed: bodies.Observed) -> findings.ObjectRef | None:
 
 
 def override(
-    observed: bodies.Observed,
+    observed: records.Observed,
     result: merging.AccountResult,
     account_notes: Sequence[findings.Finding],
+    connected: Mapping[str, bool] | None = None,
 ) -> dict[str, Any]:
+    """``connected``: the account's (see ``account``); this override's type is shown,
+    None where its type uses no checked key."""
     decl = observed.declaration
     if not isinstance(decl, declarations.IntegrationSettings):
         reason, message = problems(observed)
@@ -125,10 +144,13 @@ def override(
     else:
         ok, reason = True, APPLIED
         message = f"applied: {', '.join(applied)}" if applied else "no override fields declared"
-    return with_ready(observed, ok, reason, message, appliedFields=applied)
+    extra: dict[str, Any] = {"appliedFields": applied}
+    if connected is not None:
+        extra["connected"] = connected.get(decl.type)
+    return with_ready(observed, ok, reason, message, **extra)
 
 
-def blocked(observed: bodies.Observed, reason: str, message: str) -> dict[str, Any]:
+def blocked(observed: records.Observed, reason: str, message: str) -> dict[str, Any]:
     """Ready=False for an object the operator cannot act on (its account, the global)."""
     extra: dict[str, Any] = {}
     if isinstance(observed.declaration, declarations.IntegrationSettings):
@@ -136,7 +158,7 @@ def blocked(observed: bodies.Observed, reason: str, message: str) -> dict[str, A
     return with_ready(observed, False, reason, message, **extra)
 
 
-def global_(observed: bodies.Observed, missing: Sequence[str], referenced: int) -> dict[str, Any]:
+def global_(observed: records.Observed, missing: Sequence[str], referenced: int) -> dict[str, Any]:
     decl = observed.declaration
     if not isinstance(decl, declarations.GlobalSettings):
         reason, message = problems(observed)
@@ -174,7 +196,5 @@ def global_(observed: bodies.Observed, missing: Sequence[str], referenced: int) 
             observed.generation,
             previous,
         )
-    status["conditions"] = [
-        c for c in status["conditions"] if c["type"] != conditions.CREDENTIALS_READY
-    ] + [creds]
+    status["conditions"] = [*status["conditions"], creds]
     return status

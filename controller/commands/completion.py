@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import shtab
+from controller.commands import common
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, build_parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """``build_parser`` builds the whole command line (``cli.build_parser``): passed in,
+    so that this module never imports ``controller.cli`` (which imports it)."""
     parser = sub.add_parser(
         "completion",
         help="print a shell completion script",
@@ -17,12 +21,25 @@ def register(sub: Any) -> None:
         "into a directory on $fpath.",
     )
     parser.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=functools.partial(run, build_parser=build_parser))
 
 
-def run(args: argparse.Namespace) -> int:
-    # Imported here: the parser is built by controller.cli, which imports this module.
-    from controller import cli
+def run(args: argparse.Namespace, build_parser: Callable[[], argparse.ArgumentParser]) -> int:
+    import shtab  # here only: see common.FILE
 
-    print(shtab.complete(cli.build_parser(), shell=args.shell), end="")
+    parser = build_parser()
+    hinted(parser, {common.FILE: shtab.FILE, common.DIRECTORY: shtab.DIRECTORY})
+    print(shtab.complete(parser, shell=args.shell), end="")
     return 0
+
+
+def hinted(parser: argparse.ArgumentParser, hints: Mapping[str, Any]) -> None:
+    """Replace each argument's completion hint (``common.FILE``, ``common.DIRECTORY``) by
+    the shell functions ``hints`` gives for it, in ``parser`` and its subcommands."""
+    for action in parser._actions:
+        hint = getattr(action, "complete", None)
+        if isinstance(hint, str) and hint in hints:
+            action.complete = hints[hint]  # type: ignore[attr-defined]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                hinted(sub, hints)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 from collections.abc import Iterable
@@ -10,9 +11,8 @@ from typing import Any
 
 import yaml
 
-from controller.cluster import crds, policies
 from controller.commands import common
-from controller.core import catalog
+from controller.core import catalog, errors
 
 
 def register(sub: Any) -> None:
@@ -40,6 +40,10 @@ def register(sub: Any) -> None:
 
 def render(documents: Iterable[dict[str, Any]]) -> str:
     """Documents as the YAML committed under deploy/ (stable: same schemas, same bytes)."""
+    # The generators are imported where used (here and below): jsonschema, which they
+    # import, is ~70 ms that every other command (each builds the parser) need not pay.
+    from controller.generators import crds
+
     bodies = [
         yaml.safe_dump(d, sort_keys=False, default_flow_style=False, width=100) for d in documents
     ]
@@ -47,6 +51,8 @@ def render(documents: Iterable[dict[str, Any]]) -> str:
 
 
 def outputs(cat: catalog.Catalog, args: argparse.Namespace) -> dict[pathlib.Path, str]:
+    from controller.generators import crds, policies
+
     files: dict[pathlib.Path, str] = {}
     if args.output_dir is not None:
         for name in catalog.KINDS:
@@ -57,6 +63,8 @@ def outputs(cat: catalog.Catalog, args: argparse.Namespace) -> dict[pathlib.Path
 
 
 def run(args: argparse.Namespace) -> int:
+    from controller.generators import crds
+
     cat = common.load_catalog()
     files = outputs(cat, args)
     if not files:
@@ -72,13 +80,25 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         for path in stale:
             print(
-                f"{path}: differs from what schemas/ generate; run `settings-controller crds` "
+                f"{common.shown(str(path))}: differs from what schemas/ generate; run `settings-controller crds` "
                 "with --output-dir/--policy-file to regenerate",
                 file=sys.stderr,
             )
         return 1 if stale else 0
     for path in stale:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(files[path], encoding="utf-8")
-        print(f"wrote {path}", file=sys.stderr)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(files[path], encoding="utf-8")
+        except OSError as e:
+            raise errors.SettingsError(_cannot_write(path, e)) from None
+        print(f"wrote {common.shown(str(path))}", file=sys.stderr)
     return 0
+
+
+def _cannot_write(path: pathlib.Path, error: OSError) -> str:
+    """One line naming the file and why: a file where the directory was expected (a typo in
+    ``--output-dir``) is the likely one."""
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        culprit = next((p for p in path.parents if os.path.lexists(p)), path.parent)
+        return f"cannot write {path}: {culprit} is not a directory"
+    return f"cannot write {path}: {error.strerror or error}"

@@ -11,13 +11,17 @@ import argparse
 import json
 import pathlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import shtab
 import yaml
 
-from controller.commands import common, views
+from controller.commands import common
 from controller.core import catalog, merging
+
+if TYPE_CHECKING:
+    # Imported where used: the cluster client is ~20 ms that every other command
+    # (each builds the parser, which imports this module) need not pay.
+    from controller.commands import views
 
 
 def register(sub: Any) -> None:
@@ -37,42 +41,79 @@ def register(sub: Any) -> None:
         type=common.existing_dir,
         metavar="DIR",
         help="read declarations under DIR instead of a cluster",
-    ).complete = shtab.DIRECTORY
+    ).complete = common.DIRECTORY
     parser.add_argument(
         "--output-dir",
         type=pathlib.Path,
         metavar="OUT",
         help="with -d: read only the files that fed the account in the last pass writing OUT "
         "(files added since are not seen)",
-    ).complete = shtab.DIRECTORY
-    parser.add_argument(
+    ).complete = common.DIRECTORY
+    # The flags a krew-style kubectl plugin is called with, as kubectl spells them.
+    cluster = parser.add_argument_group("cluster (without -d)")
+    cluster.add_argument(
         "--kubeconfig",
         type=pathlib.Path,
         metavar="FILE",
         help="the cluster to read (default: $KUBECONFIG, else ~/.kube/config)",
-    ).complete = shtab.FILE
+    ).complete = common.FILE
+    cluster.add_argument(
+        "--context", metavar="NAME", help="the kubeconfig context to use (default: its current)"
+    )
+    cluster.add_argument(
+        "-n",
+        "--namespace",
+        metavar="NAMESPACE",
+        help="the account's namespace: an Account is cluster-scoped, so this is a check that "
+        "ACCOUNT renders into NAMESPACE (an error otherwise), not where it is looked up",
+    )
     parser.add_argument("-o", "--output", choices=common.FORMATS, default="table")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cat = common.load_catalog()
-    if args.type is not None and args.type not in cat.integrations:
-        print(
-            f"settings-controller: error: unknown integration type {args.type!r} "
-            f"(one of {', '.join(cat.integrations)})",
-            file=sys.stderr,
-        )
-        return 2
+    if args.type is not None:
+        # Either spelling: the type (image_generation) or its objects' name (image-generation).
+        chosen = cat.type_for_object_name(args.type)
+        if chosen is None:
+            spellings = ", ".join(
+                t.name if t.name == t.object_name else f"{t.name} ({t.object_name})"
+                for t in cat.integrations.values()
+            )
+            print(
+                f"settings-controller: error: unknown integration type {args.type!r} "
+                f"(one of {spellings})",
+                file=sys.stderr,
+            )
+            return 2
+        args.type = chosen
+    from controller.commands import views
+
     if args.declarations is None:
         if args.output_dir is not None:
             raise common.UsageError("get: --output-dir needs -d DIR")
         try:
-            view = views.from_cluster(args.kubeconfig, args.account)
+            view = views.from_cluster(args.kubeconfig, args.account, args.context)
         except views.NotFound as e:
             print(f"settings-controller: error: {e}", file=sys.stderr)
             return 1
+        if args.namespace is not None and args.namespace != view.namespace:
+            print(
+                f"settings-controller: error: account {args.account!r} renders into namespace "
+                f"{view.namespace!r}, not {args.namespace!r} (an Account is cluster-scoped; "
+                "-n only checks its namespace)",
+                file=sys.stderr,
+            )
+            return 1
     else:
+        for flag, value in (
+            ("--kubeconfig", args.kubeconfig),
+            ("--context", args.context),
+            ("-n/--namespace", args.namespace),
+        ):
+            if value is not None:
+                raise common.UsageError(f"get: {flag} reads a cluster; not with -d DIR")
         found = _from_declarations(args, cat)
         if found is None:
             return 1
@@ -81,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _from_declarations(args: argparse.Namespace, cat: catalog.Catalog) -> views.AccountView | None:
+    from controller.commands import views
+
     reconciler, report, result = views.from_declarations(
         cat, args.declarations, args.account, args.output_dir
     )

@@ -7,7 +7,6 @@ import json
 import logging
 from typing import Any
 
-import shtab
 import yaml
 
 from controller.commands import common, progress
@@ -24,15 +23,16 @@ def register(sub: Any) -> None:
     )
     parser.add_argument(
         "directory", type=common.existing_dir, metavar="DIR", help="declarations"
-    ).complete = shtab.DIRECTORY
+    ).complete = common.DIRECTORY
     common.add_output_dir(parser, FORMATS)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     out = common.output_dir(args, FORMATS)
+    # The catalog is built only if a pass runs: a replay compares its fingerprint.
     reconciler = reconciling.Reconciler(
-        common.load_catalog(), args.directory, outputs.OutputDir(out)
+        common.load_catalog, args.directory, outputs.OutputDir(out), schemas=common.schemas()
     )
     # Nothing changed since the last complete pass: its report, from a stat of every file.
     report = reconciler.replay()
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     for namespace in report.written if listed else ():
         log.info("wrote %s", out / namespace)
     for namespace in report.kept:
-        log.warning("kept last good output of %s: its declarations have errors", namespace)
+        log.warning("kept last good output of %s: see the errors above", namespace)
     for namespace in report.removed if listed else ():
         log.info("removed %s: its account is no longer declared", out / namespace)
     if report.replayed:

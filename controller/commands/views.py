@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.core import catalog, merging, rendering
-from controller.files import outputs, reconciling
+from controller.files import reconciling, records, reports
 
 # Keys of ``<type>.json`` that describe the document, not a setting.
 _META = catalog.RESERVED_FIELDS
@@ -73,10 +73,10 @@ def from_result(result: merging.AccountResult) -> AccountView:
 
 def from_declarations(
     cat: catalog.Catalog, root: pathlib.Path, account: str, out: pathlib.Path | None
-) -> tuple[reconciling.Reconciler, reconciling.PassReport, merging.AccountResult | None]:
+) -> tuple[reconciling.Reconciler, reports.PassReport, merging.AccountResult | None]:
     """Merge ``account``: from the files the record of ``out`` lists for it when there is one
     (milliseconds at 100,000 accounts), else from a pass over every file under ``root``."""
-    found = outputs.lookup(out, account) if out is not None else None
+    found = records.lookup(out, account) if out is not None else None
     if found is not None:
         reconciler = reconciling.Reconciler(cat, root, files=found[1].sources)
         report = reconciler.run()
@@ -93,7 +93,9 @@ def _named(reconciler: reconciling.Reconciler, account: str) -> merging.AccountR
     return next((r for r in reconciler.results.values() if r.account.name == account), None)
 
 
-def from_cluster(kubeconfig: pathlib.Path | None, account: str) -> AccountView:
+def from_cluster(
+    kubeconfig: pathlib.Path | None, account: str, context: str | None = None
+) -> AccountView:
     """The Account, its ConfigMap and the statuses of both kinds, as the API server has them."""
     # Imported here: file-mode commands should not pay for the Kubernetes client.
     import httpx2
@@ -101,7 +103,7 @@ def from_cluster(kubeconfig: pathlib.Path | None, account: str) -> AccountView:
     from lightkube.core import exceptions
 
     try:
-        return _from_cluster(kubeconfig, account)
+        return _from_cluster(kubeconfig, account, context)
     except exceptions.ConfigError as e:
         raise NotFound(f"no usable kubeconfig: {e}") from e
     except lightkube.ApiError as e:
@@ -110,16 +112,19 @@ def from_cluster(kubeconfig: pathlib.Path | None, account: str) -> AccountView:
         raise NotFound(f"cannot reach the API server: {type(e).__name__}") from e
 
 
-def _from_cluster(kubeconfig: pathlib.Path | None, account: str) -> AccountView:
+def _from_cluster(
+    kubeconfig: pathlib.Path | None, account: str, context: str | None
+) -> AccountView:
     import lightkube
     from lightkube.generic_resource import create_global_resource, create_namespaced_resource
     from lightkube.resources import core_v1
 
-    config = (
-        lightkube.KubeConfig.from_file(kubeconfig)
-        if kubeconfig
-        else lightkube.KubeConfig.from_env()
-    )
+    from controller.cluster.runtime import kubeconfigs
+
+    # $KUBECONFIG as kubectl reads it (a list of files, merged); errors name the file only.
+    every = kubeconfigs.from_file(kubeconfig) if kubeconfig else kubeconfigs.from_env()
+    # get() raises ConfigError for a context the file does not have.
+    config = every.get(context_name=context) if context is not None else every
     accounts = create_global_resource(catalog.GROUP, catalog.VERSION, catalog.ACCOUNT, "accounts")
     overrides = create_namespaced_resource(
         catalog.GROUP, catalog.VERSION, catalog.OVERRIDE, "integrationsettings"

@@ -4,7 +4,7 @@
 CLUSTER_PYTHON ?= python3
 CLUSTER_CTL     = $(CLUSTER_PYTHON) tests/cluster/controlplane.py
 
-.PHONY: cluster-up cluster-up-control-plane cluster-down cluster-status cluster-build cluster-test helm-build
+.PHONY: cluster-up cluster-up-control-plane cluster-down cluster-status cluster-build cluster-test helm-build promtool-build
 
 # Builds .cluster/bin/kube-harness (+ kubectl), starts the control plane in the
 # background, waits for /readyz and writes .cluster/kubeconfig{,-tenant,-operator};
@@ -30,6 +30,11 @@ cluster-build:
 # .cluster/bin/helm from tests/cluster/helm (its own Go module): the chart tests use it.
 helm-build:
 	$(CLUSTER_CTL) build-helm
+
+# .cluster/bin/promtool from tests/cluster/promtool (its own Go module): the tests of
+# deploy/prometheus (alerts, dashboard) use it.
+promtool-build:
+	$(CLUSTER_CTL) build-promtool
 
 # The control-plane tests alone, in the project's virtualenv (tests/conftest.py
 # imports the project and loads tests.cluster.fixtures).

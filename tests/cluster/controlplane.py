@@ -54,6 +54,9 @@ HARNESS_NAME = "kube-harness"
 # helm, for the chart tests: its own module, so its dependencies never move the harness's.
 HELM_MODULE_DIR = MODULE_DIR / "helm"
 HELM_PACKAGE = "helm.sh/helm/v3/cmd/helm"
+# promtool, for the alert and dashboard tests (deploy/prometheus): a module of its own too.
+PROMTOOL_MODULE_DIR = MODULE_DIR / "promtool"
+PROMTOOL_PACKAGE = "github.com/prometheus/prometheus/cmd/promtool"
 
 OPERATOR_NAMESPACE = "settings-controller-system"
 OPERATOR_SERVICEACCOUNT = "settings-controller"
@@ -76,7 +79,9 @@ NODE_CONTROLLERS = (
     "clusterrole-aggregation-controller,resourcequota-controller,"
     "validatingadmissionpolicy-status-controller,deployment-controller,replicaset-controller,"
     # Removes the not-ready taint the kubelet registers the node with.
-    "node-lifecycle-controller"
+    "node-lifecycle-controller,"
+    # EndpointSlices for Services with a selector: what kube-proxy routes to.
+    "endpointslice-controller"
 )
 
 LOG_NAMES = ("controlplane", "etcd", "kube-apiserver", "kube-controller-manager")
@@ -125,6 +130,7 @@ class Paths:
         self.users_lock = self.root / ".users"
         self.kubelet_kubeconfig = self.state / "kubelet.kubeconfig"
         self.scheduler_kubeconfig = self.state / "scheduler.kubeconfig"
+        self.proxy_kubeconfig = self.state / "kube-proxy.kubeconfig"
 
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
@@ -244,26 +250,35 @@ def build(paths: Paths | None = None) -> Path:
 def build_helm(paths: Paths | None = None) -> Path:
     """Build helm (``helm.sh/helm/v3/cmd/helm``, the ``tool`` of its own module in
     tests/cluster/helm, so the harness's go.mod is untouched) into .cluster/bin/helm."""
-    paths = paths or Paths()
+    return _build_tool(paths or Paths(), "helm", HELM_MODULE_DIR, HELM_PACKAGE)
+
+
+def build_promtool(paths: Paths | None = None) -> Path:
+    """Build promtool (``github.com/prometheus/prometheus/cmd/promtool``, the ``tool`` of
+    its own module in tests/cluster/promtool) into .cluster/bin/promtool."""
+    return _build_tool(paths or Paths(), "promtool", PROMTOOL_MODULE_DIR, PROMTOOL_PACKAGE)
+
+
+def _build_tool(paths: Paths, name: str, module_dir: Path, package: str) -> Path:
     go = go_binary()
     if go is None:
-        raise ControlPlaneError("go not found on PATH: it is needed to build helm")
+        raise ControlPlaneError(f"go not found on PATH: it is needed to build {name}")
     paths.bin.mkdir(parents=True, exist_ok=True)
-    target = paths.bin / "helm"
-    cmd = [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(target), HELM_PACKAGE]
-    log(f"building {target} (go build in {HELM_MODULE_DIR})")
+    target = paths.bin / name
+    cmd = [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(target), package]
+    log(f"building {target} (go build in {module_dir})")
     started = time.monotonic()
     env = dict(os.environ)
     env.setdefault("GOTOOLCHAIN", "local")
-    proc = subprocess.run(cmd, cwd=HELM_MODULE_DIR, env=env, check=False)
+    proc = subprocess.run(cmd, cwd=module_dir, env=env, check=False)
     if proc.returncode != 0:
-        raise ControlPlaneError(f"go build of helm failed with exit code {proc.returncode}")
+        raise ControlPlaneError(f"go build of {name} failed with exit code {proc.returncode}")
     log(f"built in {time.monotonic() - started:.1f}s")
     return target
 
 
 def build_node(paths: Paths) -> None:
-    """kubelet, kube-scheduler, containerd, CNI plugins and pause (node.py)."""
+    """kubelet, kube-scheduler, kube-proxy, containerd, CNI plugins and pause (node.py)."""
     go = go_binary()
     if go is None:
         raise ControlPlaneError("go not found on PATH: it is needed to build the node")
@@ -457,7 +472,7 @@ def _start_once(paths: Paths, timeout: float, serve_args: tuple[str, ...] = ()) 
 
     api_port, etcd_port, peer_port = free_ports(3)
     server = f"https://127.0.0.1:{api_port}"
-    names = ("admin", "tenant", "operator", "kcm", "node", "scheduler")
+    names = ("admin", "tenant", "operator", "kcm", "node", "scheduler", "proxy")
     tokens = {name: secrets.token_urlsafe(32) for name in names}
     lines = (
         _token_line(tokens["admin"], ADMIN_USER, ADMIN_GROUPS)
@@ -469,6 +484,7 @@ def _start_once(paths: Paths, timeout: float, serve_args: tuple[str, ...] = ()) 
     # `up --node` can add a node to a running control plane without a restart.
     lines += _token_line(tokens["node"], node.NODE_USER, node.NODE_GROUPS)
     lines += _token_line(tokens["scheduler"], node.SCHEDULER_USER, ())
+    lines += _token_line(tokens["proxy"], node.PROXY_USER, ())
     serve_args = (*_node_serve_args(paths), *serve_args)
     _write(paths.tokens, lines)
     subprocess.run(
@@ -484,6 +500,7 @@ def _start_once(paths: Paths, timeout: float, serve_args: tuple[str, ...] = ()) 
     for path, user, key in (
         (paths.kubelet_kubeconfig, node.NODE_USER, "node"),
         (paths.scheduler_kubeconfig, node.SCHEDULER_USER, "scheduler"),
+        (paths.proxy_kubeconfig, node.PROXY_USER, "proxy"),
     ):
         _write(path, kubeconfig_yaml(server, None, paths.pki / "ca.crt", user, tokens[key]))
     for path, user, key in (
@@ -587,6 +604,7 @@ def _start_node(paths: Paths, info: ClusterInfo) -> None:
         ca_file=paths.pki / "ca.crt",
         kubelet_kubeconfig=paths.kubelet_kubeconfig,
         scheduler_kubeconfig=paths.scheduler_kubeconfig,
+        proxy_kubeconfig=paths.proxy_kubeconfig,
         admin_kubeconfig=paths.kubeconfig,
         kubectl=paths.kubectl,
     )
@@ -613,7 +631,7 @@ def up(
     paths = paths or Paths()
     with locked(paths):
         info = running(paths)
-        if info is not None and with_node and not paths.kubelet_kubeconfig.exists():
+        if info is not None and with_node and not paths.proxy_kubeconfig.exists():
             raise ControlPlaneError(
                 "the running control plane predates the node support: make cluster-down first"
             )
@@ -705,7 +723,9 @@ def _down_locked(paths: Paths) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status", "build", "build-helm"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "build", "build-helm", "build-promtool"]
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="start-up timeout (s)")
     parser.add_argument("--no-build", action="store_true", help="use the existing binary")
     parser.add_argument(
@@ -718,6 +738,8 @@ def main(argv: list[str] | None = None) -> int:
             build(paths)
         elif args.command == "build-helm":
             build_helm(paths)
+        elif args.command == "build-promtool":
+            build_promtool(paths)
         elif args.command == "up":
             info = up(paths, timeout=args.timeout, rebuild=not args.no_build, with_node=args.node)
             print(f"server:     {info.server}")

@@ -244,3 +244,12 @@ def pytest_runtest_makereport(
             if text:
                 report.sections.append(("control plane log (tail)", text))
     return report
+
+
+@pytest.fixture(scope="session")
+def helm(kube: Kube) -> Path:
+    """.cluster/bin/helm next to the harness (tests/cluster/helm); built only when missing,
+    since every worktree's harness directory may share it."""
+    paths = cp.Paths(Path(kube.kubectl_path).parent.parent)
+    built = paths.bin / "helm"
+    return built if built.is_file() else cp.build_helm(paths)

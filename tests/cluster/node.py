@@ -4,7 +4,10 @@ Opt-in part of ``controlplane.py up --node`` (``make cluster-up``). Standard
 library only, like controlplane.py. Everything is local: the pod network is a
 bridge the harness creates (``scnode0``) with no default route and no NAT, and
 pods reach the API server on the ``kubernetes`` Service address (10.96.0.1:443)
-through a TCP forwarder to the loopback API server.
+kube-proxy (iptables mode) routes every Service's ClusterIP to its ready
+endpoints; the ``kubernetes`` Service's one endpoint is a TCP forwarder on the
+node address to the loopback API server. The host forwards from the bridge to
+the bridge only.
 
 The kubelet changes host state that ``stop`` undoes, in this order: pods,
 kubelet, remaining containers (by cgroup), containerd and its shims, mounts
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -32,6 +36,7 @@ POD_SUBNET = "10.244.0.0/24"
 NODE_IP = "10.244.0.1"
 SERVICE_RANGE = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+KUBERNETES_ENDPOINTS = "kubernetes-scnode"
 # A DNS responder for the cluster domain: in-cluster clients (kopf's
 # service-account login among them) call https://kubernetes.default.svc.
 CLUSTER_DNS_IP = "10.96.0.10"
@@ -41,7 +46,27 @@ PAUSE_IMAGE = "localhost/settings-controller-test/pause:1"
 NODE_USER = f"system:node:{NODE_NAME}"
 NODE_GROUPS = ("system:nodes",)
 SCHEDULER_USER = "system:kube-scheduler"
-KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
+# Set by the kubelet; ip_forward and send_redirects by start (kube-proxy's
+# DNAT to a pod is routed by the host). stop restores the values recorded
+# before start.
+KUBELET_SYSCTLS = (
+    "vm.overcommit_memory",
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "net.ipv4.ip_forward",
+    "net.ipv4.conf.all.send_redirects",
+)
+# kube-proxy's identity: the bootstrap ClusterRoleBinding system:node-proxier
+# grants it Services, EndpointSlices and Nodes (the Node authorizer gives the
+# kubelet's identity no EndpointSlices).
+PROXY_USER = "system:kube-proxy"
+PROXY_HEALTHZ = "127.0.0.1:10256"
+PROXY_METRICS = "127.0.0.1:10249"
+# br_netfilter makes bridged replies (pod to pod) pass conntrack, so a
+# DNATed connection is un-NATed without masquerading; without it kube-proxy
+# masquerades every Service connection (the server then sees the node IP).
+BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+FORWARD_GUARD_COMMENT = "settings-controller node: forward only from the pod bridge to it"
 IPTABLES = ("iptables", "ip6tables")
 # Written by the kubelet or the runtime whatever their configured directories;
 # removed by stop only if they did not exist before start.
@@ -63,8 +88,16 @@ NODE_TOOLS = {
 KUBE_TOOLS = {
     "kubelet": "k8s.io/kubernetes/cmd/kubelet",
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
 }
-NODE_LOGS = ("containerd", "kubelet", "kube-scheduler", "apiserver-forwarder", "cluster-dns")
+NODE_LOGS = (
+    "containerd",
+    "kubelet",
+    "kube-scheduler",
+    "kube-proxy",
+    "apiserver-forwarder",
+    "cluster-dns",
+)
 
 
 class NodeError(RuntimeError):
@@ -130,13 +163,19 @@ def _log(msg: str) -> None:
     print(f"node: {msg}", file=sys.stderr, flush=True)
 
 
-def _run(*cmd: str | Path, check: bool = True, env: dict[str, str] | None = None) -> str:
+def _run(
+    *cmd: str | Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+) -> str:
     proc = subprocess.run(
         [str(c) for c in cmd],
         capture_output=True,
         text=True,
         check=False,
-        stdin=subprocess.DEVNULL,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
         env=env,
     )
     if check and proc.returncode != 0:
@@ -215,7 +254,8 @@ def _restore_iptables(before: dict[str, dict[str, list[str]]]) -> None:
             for line in lines:
                 if line in old:
                     continue
-                parts = line.split()
+                # Comments are quoted ("kubernetes service portals").
+                parts = shlex.split(line)
                 if parts[:1] == ["-A"]:
                     subprocess.run(
                         [tool, "-w", "-t", table, "-D", *parts[1:]],
@@ -252,11 +292,31 @@ def _setup_bridge() -> None:
     if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
     _run("ip", "addr", "replace", f"{NODE_IP}/24", "dev", BRIDGE)
-    # The kubernetes Service address lives on the bridge: pods route the
-    # service range to the host, the forwarder listens here.
-    _run("ip", "addr", "replace", f"{KUBERNETES_SERVICE_IP}/32", "dev", BRIDGE)
     _run("ip", "addr", "replace", f"{CLUSTER_DNS_IP}/32", "dev", BRIDGE)
     _run("ip", "link", "set", BRIDGE, "up")
+    # The service range to the bridge too: the host's own connections to a
+    # ClusterIP are DNATed there, and a pod's to an address kube-proxy does not
+    # know stays on the bridge (unanswered) instead of following the host's
+    # default route off the machine.
+    _run("ip", "route", "replace", SERVICE_RANGE, "dev", BRIDGE, "src", NODE_IP)
+
+
+def _enable_forwarding() -> None:
+    """ip_forward on, but the host forwards nothing that does not both enter
+    and leave through the pod bridge (mangle runs before kube-proxy's filter
+    rules, which accept established and masqueraded traffic)."""
+    for rule in (["!", "-i", BRIDGE], ["!", "-o", BRIDGE]):
+        spec = ["FORWARD", *rule, "-m", "comment", "--comment", FORWARD_GUARD_COMMENT, "-j", "DROP"]
+        if subprocess.run(
+            ["iptables", "-w", "-t", "mangle", "-C", *spec], capture_output=True
+        ).returncode:
+            _run("iptables", "-w", "-t", "mangle", "-A", *spec)
+    # A DNATed packet leaves through the bridge it came in by: without this
+    # the host tells the pod (ICMP redirect) to send to the ClusterIP on-link,
+    # where nothing answers, and its rate limit swallows kube-proxy's REJECTs.
+    for name in ("net.ipv4.conf.all.send_redirects", f"net.ipv4.conf.{BRIDGE}.send_redirects"):
+        _sysctl_path(name).write_text("0\n")
+    _sysctl_path("net.ipv4.ip_forward").write_text("1\n")
 
 
 def _remove_bridge() -> None:
@@ -375,6 +435,78 @@ def _kubelet_config(paths: NodePaths, ca_file: Path) -> str:
         },
         indent=1,
     )
+
+
+def _kube_proxy_config(paths: NodePaths, kubeconfig: Path) -> str:
+    conntrack_untouched = {
+        # 0: leave the machine's conntrack table size and timeouts alone.
+        "maxPerCore": 0,
+        "min": 0,
+        "tcpEstablishedTimeout": "0s",
+        "tcpCloseWaitTimeout": "0s",
+    }
+    masquerade_all = not (BRIDGE_NF.exists() and BRIDGE_NF.read_text().strip() == "1")
+    return json.dumps(
+        {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(kubeconfig)},
+            "mode": "iptables",
+            "clusterCIDR": POD_SUBNET,
+            "detectLocalMode": "ClusterCIDR",
+            "hostnameOverride": NODE_NAME,
+            # The node IP (kube-proxy's node address); nothing listens on it.
+            "bindAddress": NODE_IP,
+            "healthzBindAddress": PROXY_HEALTHZ,
+            "metricsBindAddress": PROXY_METRICS,
+            # NodePorts on the bridge address only, never on the machine's
+            # other addresses or on loopback (that would set route_localnet).
+            "nodePortAddresses": [f"{NODE_IP}/32"],
+            "iptables": {"masqueradeAll": masquerade_all, "localhostNodePorts": False},
+            "conntrack": conntrack_untouched,
+            # Root here cannot lower it (no CAP_SYS_RESOURCE).
+            "oomScoreAdj": 0,
+        },
+        indent=1,
+    )
+
+
+def _kubernetes_endpoints() -> dict[str, object]:
+    """The kubernetes Service's endpoint: the forwarder on the node address.
+
+    The API server listens on 127.0.0.1 only and, run with
+    --endpoint-reconciler-type=none (it starts before and without a node),
+    writes no endpoints for its Service; an EndpointSlice may not name a
+    loopback address. So the forwarder stands in for the API server at the
+    node address, and kube-proxy routes 10.96.0.1:443 there like any Service.
+    """
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": KUBERNETES_ENDPOINTS,
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "settings-controller-test-node",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [NODE_IP], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": 443, "protocol": "TCP"}],
+    }
+
+
+def _proxy_synced() -> bool:
+    """kube-proxy's /healthz answers 200 once its first sync is done."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{PROXY_HEALTHZ}/healthz", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 # --- processes -------------------------------------------------------------------
@@ -523,8 +655,10 @@ def _pause_archive(paths: NodePaths) -> Path:
     return archive
 
 
-def _kubectl(kubectl: Path, kubeconfig: Path, *args: str, check: bool = True) -> str:
-    return _run(kubectl, "--kubeconfig", kubeconfig, *args, check=check)
+def _kubectl(
+    kubectl: Path, kubeconfig: Path, *args: str, check: bool = True, input: str | None = None
+) -> str:
+    return _run(kubectl, "--kubeconfig", kubeconfig, *args, check=check, input=input)
 
 
 def _node_ready(kubectl: Path, kubeconfig: Path) -> bool:
@@ -548,11 +682,13 @@ def start(
     ca_file: Path,
     kubelet_kubeconfig: Path,
     scheduler_kubeconfig: Path,
+    proxy_kubeconfig: Path,
     admin_kubeconfig: Path,
     kubectl: Path,
     timeout: float = 120.0,
 ) -> None:
-    """Start containerd, kubelet, kube-scheduler and the API forwarder."""
+    """Start containerd, kubelet, kube-scheduler, kube-proxy, the API forwarder
+    and the cluster DNS."""
     _claim(paths)
     for p in paths.logs:
         p.unlink(missing_ok=True)
@@ -561,6 +697,7 @@ def start(
         _record_host(paths)
     _write_cni_conf(paths)
     _setup_bridge()
+    _enable_forwarding()
     env = _runtime_env(paths)
     pids: dict[str, int] = {}
     started = time.monotonic()
@@ -581,7 +718,7 @@ def start(
         "apiserver-forwarder",
         [
             "socat",
-            f"TCP-LISTEN:443,bind={KUBERNETES_SERVICE_IP},reuseaddr,fork",
+            f"TCP-LISTEN:443,bind={NODE_IP},reuseaddr,fork",
             f"TCP:127.0.0.1:{api_port}",
         ],
         env,
@@ -642,6 +779,19 @@ def start(
         env,
     )
     _save_pids(paths, pids)
+    _kubectl(
+        kubectl, admin_kubeconfig, "apply", "-f", "-", input=json.dumps(_kubernetes_endpoints())
+    )
+    proxy_config = paths.dir / "kube-proxy.json"
+    proxy_config.write_text(_kube_proxy_config(paths, proxy_kubeconfig))
+    # Started with the kubelet: it waits for its Node object, then syncs.
+    pids["kube-proxy"] = _spawn(
+        paths,
+        "kube-proxy",
+        [str(paths.bin / "kube-proxy"), f"--config={proxy_config}", "--v=2"],
+        env,
+    )
+    _save_pids(paths, pids)
     _wait(
         f"node {NODE_NAME}",
         lambda: _node_ready(kubectl, admin_kubeconfig),
@@ -650,6 +800,7 @@ def start(
         "kubelet",
         pids["kubelet"],
     )
+    _wait("kube-proxy", _proxy_synced, timeout, paths, "kube-proxy", pids["kube-proxy"])
     _log(f"node {NODE_NAME} ready in {time.monotonic() - started:.1f}s ({NODE_IP})")
 
 
@@ -731,8 +882,28 @@ def _unmount_under(*roots: Path) -> None:
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
+def _claimed_by_other(paths: NodePaths) -> str | None:
+    """The tree whose node runs on this machine, if it is not this one."""
+    try:
+        holder = json.loads(MACHINE_CLAIM.read_text())
+    except (OSError, ValueError):
+        return None
+    root = str(holder.get("root", ""))
+    if root and root != str(paths.root) and _alive(int(holder.get("pid", 0))):
+        return root
+    return None
+
+
 def stop(paths: NodePaths, kubectl: Path | None, admin_kubeconfig: Path | None) -> None:
-    """Stop the node and undo its changes to the host (see the module doc)."""
+    """Stop the node and undo its changes to the host (see the module doc).
+
+    The bridge, the pod cgroups and the iptables rules are machine-wide: when
+    another tree's node holds the machine (this tree's start was refused), they
+    are that node's and stay untouched."""
+    other = _claimed_by_other(paths)
+    if other is not None:
+        _log(f"the node on this machine is {other}'s: nothing of it stopped")
+        return
     pids = _load_pids(paths)
     if "kube-scheduler" in pids:
         _stop(pids.pop("kube-scheduler"), 5)
@@ -758,7 +929,22 @@ def stop(paths: NodePaths, kubectl: Path | None, admin_kubeconfig: Path | None) 
             if not out.strip():
                 break
             time.sleep(0.5)
-    for name in ("kubelet", "apiserver-forwarder", "cluster-dns"):
+    if api_up:
+        assert kubectl is not None and admin_kubeconfig is not None
+        _kubectl(
+            kubectl,
+            admin_kubeconfig,
+            "delete",
+            "endpointslice",
+            "-n",
+            "default",
+            KUBERNETES_ENDPOINTS,
+            "--ignore-not-found",
+            "--request-timeout=10s",
+            check=False,
+        )
+    # kube-proxy before the iptables restore, or it would write its rules again.
+    for name in ("kubelet", "kube-proxy", "apiserver-forwarder", "cluster-dns"):
         if name in pids:
             _stop(pids.pop(name), 10)
     _kill_cgroups()

@@ -35,7 +35,7 @@ SELECTOR = "app.kubernetes.io/name=settings-controller,app.kubernetes.io/compone
 # Test values only; compared, never printed.
 PLATFORM_KEYS = {"openai": "test-openai-key-1", "dalle": "test-dalle-key", "runware": "test-rw"}
 ACCOUNT_NAMESPACES = ("acct-123", "acct-456", "acct-789", "acct-free", "acct-paused")
-NODE_TOOLS = ("buildah", "mmdebstrap", "runc", "socat", "dnsmasq", "ip")
+NODE_TOOLS = ("buildah", "mmdebstrap", "runc", "socat", "dnsmasq", "ip", "iptables")
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:

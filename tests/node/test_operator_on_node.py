@@ -17,22 +17,29 @@ from tests.node.conftest import (
     http_get,
     wait_for,
 )
+from tests.operator import support
 
 pytestmark = pytest.mark.cluster
 
 
-def _pod_answers(pod: dict[str, Any]) -> tuple[int, str] | None:
+def _pod_answers(node: Node, pod: dict[str, Any]) -> tuple[int, str] | None:
+    """/healthz and /readyz on 8080; /metrics over HTTPS on 8443 with a metrics-reader
+    token (and 401 without one)."""
     ip = pod["status"]["podIP"]
+    token = support.service_account_token(node.kube, support.SCRAPER, reader=True)
     try:
         status, _ = http_get(f"http://{ip}:8080/healthz")
-        status_m, metrics = http_get(f"http://{ip}:9090/metrics")
+        status_r, _ = http_get(f"http://{ip}:8080/readyz")
+        refused, _ = support.fetch(f"https://{ip}:8443/metrics")
+        status_m, metrics = support.fetch(f"https://{ip}:8443/metrics", token)
     except (urllib.error.URLError, OSError):
         return None
-    return (status, metrics) if status == status_m == 200 else None
+    answered = status == status_r == status_m == 200 and refused == 401
+    return (status, metrics) if answered else None
 
 
 def _leading(node: Node, pod: dict[str, Any]) -> bool:
-    answered = _pod_answers(pod)
+    answered = _pod_answers(node, pod)
     return bool(
         answered
         and "settings_controller_leader 1.0" in answered[1]

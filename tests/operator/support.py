@@ -7,6 +7,7 @@ import os
 import pathlib
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -127,6 +128,74 @@ def override_manifest(namespace: str, name: str, overrides: Json, active: bool =
     )
 
 
+SCRAPER = "metrics-scraper"  # a ServiceAccount bound to settings-controller-metrics-reader
+_tokens: dict[tuple[str, str], str] = {}
+
+
+def service_account_token(kube: Kube, name: str, reader: bool) -> str:
+    """A token (TokenRequest) of ServiceAccount ``name`` in the operator's namespace,
+    bound to the ClusterRole settings-controller-metrics-reader when ``reader``."""
+    key = (kube.server, name)
+    if key in _tokens:
+        return _tokens[key]
+    documents: list[Json] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE},
+        }
+    ]
+    if reader:
+        documents.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": f"{name}-metrics-reader"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "settings-controller-metrics-reader",
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": name, "namespace": OPERATOR_NAMESPACE}
+                ],
+            }
+        )
+    kube.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"kind": "List", "apiVersion": "v1", "items": documents}),
+    )
+    token = kube.kubectl(
+        "create", "token", name, "-n", OPERATOR_NAMESPACE, "--duration=2h"
+    ).stdout.strip()
+    _tokens[key] = token
+    return token
+
+
+def insecure() -> ssl.SSLContext:
+    """TLS without verification: the operator's metrics certificate is self-signed."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def fetch(
+    url: str, token: str | None = None, headers: dict[str, str] | None = None, timeout: float = 5
+) -> tuple[int, str]:
+    """GET ``url`` (https: certificate not verified) with a bearer token: (status, body)."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=insecure()) as r:
+            return int(r.status), str(r.read().decode())
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode(errors="replace")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -150,12 +219,20 @@ class Operator:
 
     Key checks are off (``--verify-interval=0``: examples/global.yaml names the public
     provider endpoints) unless ``args`` turns them on; tests/connections points every
-    endpoint at a local server first. Either way the egress guard runs in the process,
+    endpoint at the provider simulator first (tests/providers/simulator.py; ``env``
+    carries its CA as SSL_CERT_FILE). Either way the egress guard runs in the process,
     and ``stop`` fails when it refused anything.
     """
 
-    def __init__(self, kube: Kube, log_path: pathlib.Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        log_path: pathlib.Path,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kube = kube
+        self.env = env or {}  # added to its environment (the provider simulator's CA)
         self.log_path = log_path
         self.egress_path = log_path.with_suffix(".egress")
         self.args = args or ("--verify-interval=0",)
@@ -180,7 +257,7 @@ class Operator:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=guarded_env(self.egress_path),
+            env={**guarded_env(self.egress_path), **self.env},
         )
         log.close()
         deadline = time.monotonic() + 60
@@ -191,18 +268,32 @@ class Operator:
                 raise AssertionError(f"operator not healthy after 60s:\n{self.log_tail()}")
             time.sleep(0.25)
 
-    def healthy(self) -> bool:
+    def healthy(self, path: str = "/healthz") -> bool:
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+                f"http://127.0.0.1:{self.health_port}{path}", timeout=2
             ) as r:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
+    def ready(self) -> bool:
+        return self.healthy("/readyz")
+
+    @property
+    def metrics_url(self) -> str:
+        scheme = "http" if "--metrics-secure=false" in self.args else "https"
+        return f"{scheme}://127.0.0.1:{self.metrics_port}/metrics"
+
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/", timeout=5) as r:
-            return str(r.read().decode())
+        """/metrics as Prometheus reads it: HTTPS with a metrics-reader token (the
+        default), or plain HTTP with ``--metrics-secure=false``."""
+        token = None
+        if self.metrics_url.startswith("https:"):
+            token = service_account_token(self.kube, SCRAPER, reader=True)
+        status, body = fetch(self.metrics_url, token)
+        assert status == 200, (status, body)
+        return body
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, as Kubernetes stops a pod; the exit code."""

@@ -4,7 +4,7 @@ Each case of ``OVERRIDE_CASES`` is created with kubectl on the real control
 plane (deploy/policy installed) and run through the core
 (``merging.screen_overrides``, what the operator does with an object that got
 in); both must give the declared verdict. Before the generated policies
-(``controller.cluster.policies``) every refused case here except the key-like
+(``controller.generators.policies``) every refused case here except the key-like
 names (the old deny-list) was admitted and stored: unknown fields, spelling
 tricks (issue 10 item 7), wrong types and ranges, values outside
 ``allowedValues``, key-shaped values (issue 16 item 1), the ~1,200-level
@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from controller import schemafiles
-from controller.cluster import policies
 from controller.core import credentials, declarations, merging
+from controller.generators import policies
 from tests.cluster.fixtures import Kube
 from tests.core import keyshapes
 from tests.operator import support
@@ -251,7 +251,7 @@ def test_key_in_the_global_is_refused_at_admission(
     _, problems = declarations.parse(CATALOG, body)
     assert "KeyShapedValue" in [p.reason.value for p in problems]
     proc = installed.kubectl(
-        "apply", "--server-side", "--dry-run=server", "-f", "-", input=json.dumps(body),
+        "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-", input=json.dumps(body),
         check=False,
     )  # fmt: skip
     assert proc.returncode != 0
@@ -259,6 +259,65 @@ def test_key_in_the_global_is_refused_at_admission(
     assert f"spec.integrations.{path[0]}.{path[1]}.{path[2]}" in proc.stderr
     for secret in secrets_in(value):
         assert secret not in proc.stderr
+
+
+ENDPOINT_KEY = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123456789"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        pytest.param(f"https://gw.internal/v1/{ENDPOINT_KEY}", "looks like it holds", id="path"),
+        pytest.param(f"https://gw.internal/v1?key={ENDPOINT_KEY}", "looks like it holds", id="query"),
+        pytest.param(
+            "https://gw.internal/AbCdEfGhIjKlMnOpQrStUvWx0123456789/v1", "looks like it holds",
+            id="runware-shaped",
+        ),
+        pytest.param(f"https://u:{ENDPOINT_KEY}@gw.internal/v1", "holds userinfo", id="userinfo"),
+        pytest.param(
+            "https://gw.internal/" + "".join(f"%{b:02x}" for b in ENDPOINT_KEY.encode()) + "/v1",
+            "holds a percent escape", id="percent-encoded",
+        ),
+    ],
+)  # fmt: skip
+def test_an_endpoint_holding_a_key_is_refused_at_admission_without_echo(
+    installed: Kube, endpoint: str, problem: str
+) -> None:
+    """Issue 20 break 4: a key in an endpoint's path was admitted, sent with every check and
+    shown in the global's status. Refused by the policy (and the core), by field; neither
+    the key nor the URL is quoted (userinfo too: the CRD pattern no longer refuses '@', so
+    the API server's own message, which quotes the value, never fires)."""
+    body = _global_with(("openai", "credentials", "apiKey", "endpoint"), endpoint)
+    _, found = declarations.parse(CATALOG, body)
+    assert [p.reason.value for p in found] == ["KeyShapedValue"]
+    proc = installed.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-", input=json.dumps(body),
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert policies.GLOBAL in proc.stderr, proc.stderr
+    assert f"spec.integrations.openai.credentials.apiKey.endpoint: {problem}" in proc.stderr
+    assert "gw.internal" not in proc.stderr
+    secret = ENDPOINT_KEY if ENDPOINT_KEY in endpoint else endpoint.split("/")[3]
+    assert not [
+        secret[i : i + 8] for i in range(len(secret) - 7) if secret[i : i + 8] in proc.stderr
+    ]
+
+
+def test_an_ordinary_endpoint_is_admitted(installed: Kube) -> None:
+    body = _global_with(
+        ("openai", "credentials", "apiKey", "endpoint"),
+        "https://myres.openai.azure.com/openai/deployments/gpt-4o-mini",
+    )
+    installed.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=json.dumps(body),
+    )
 
 
 @pytest.mark.parametrize("namespace_name", declarations.RESERVED_NAMESPACES)
@@ -276,7 +335,14 @@ def test_reserved_namespace_is_refused_at_admission(installed: Kube, namespace_n
 
 def _enforced(kube: Kube, binding: str, probe: str) -> bool:
     proc = kube.kubectl(
-        "apply", "--server-side", "--dry-run=server", "-f", "-", input=probe, check=False
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=probe,
+        check=False,
     )
     return binding in proc.stderr
 

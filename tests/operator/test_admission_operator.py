@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from controller.cluster import policies
+from controller.generators import policies
 from tests.cluster.fixtures import Kube
 from tests.operator import support
 from tests.operator.support import wait_json
@@ -190,4 +190,76 @@ def test_the_policies_match_the_operator_only(installed: Kube, namespace: str) -
     assert proc.returncode == 0, proc.stderr
     for name in (policies.OPERATOR_SECRETS, policies.OPERATOR_CONFIGMAPS):
         policy = support.get_json(installed, "validatingadmissionpolicy", name)
-        assert policies.OPERATOR_USER in json.dumps(policy["spec"]["matchConditions"])
+        conditions = [c["expression"] for c in policy["spec"]["matchConditions"]]
+        assert conditions == [policies.MATCHES_OPERATOR]
+
+
+def test_rbac_refuses_what_the_policies_no_longer_match(installed: Kube, namespace: str) -> None:
+    """The operator-* policies match updates and deletes of the operator's own output names
+    only, and no Namespace deletion (issue 24: other writers' writes then cost them
+    nothing). That is no gap because RBAC refuses the rest before admission: ``patch`` and
+    ``delete`` of ConfigMaps and Secrets by name only, no ``update`` verb, no ``delete`` on
+    Namespaces. Each refusal here must be RBAC's (it names the verb), not a policy's, and
+    leave the object as it was."""
+    for kind in ("configmap", "secret"):
+        installed.kubectl("create", kind, *(["generic"] if kind == "secret" else []), "other",
+                          "-n", namespace, "--from-literal=k=v")  # fmt: skip
+    output = configmap(namespace, "integration-settings")
+    installed.kubectl("create", "-f", "-", input=output)
+    attempts = {
+        # Server-side apply: a PATCH straight away (``kubectl patch`` would GET first).
+        "patch another ConfigMap": (("apply", "--server-side", "-f", "-"), "patch",
+            json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "other", "namespace": namespace}, "data": {"k": "x"}})),
+        "patch another Secret": (("apply", "--server-side", "-f", "-"), "patch",
+            json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": "other", "namespace": namespace},
+                        "stringData": {"k": "x"}})),
+        "server-side apply a new ConfigMap of another name": (("apply", "--server-side",
+            "-f", "-"), "patch", configmap(namespace, "applied-elsewhere")),
+        "delete another ConfigMap": (("delete", "configmap", "other", "-n", namespace), "delete", None),
+        "delete another Secret": (("delete", "secret", "other", "-n", namespace), "delete", None),
+        "replace (PUT) its own ConfigMap": (("replace", "-f", "-"), "update", output),
+        "delete a namespace": (("delete", "namespace", namespace), "delete", None),
+        "replace (PUT) a namespace": (("replace", "-f", "-"), "update", json.dumps(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})),
+    }  # fmt: skip
+    wrong = []
+    for what, (args, verb, manifest) in attempts.items():
+        proc = as_operator(installed, *args, input=manifest)
+        if (
+            proc.returncode == 0
+            or f"cannot {verb} resource" not in proc.stderr
+            or "ValidatingAdmissionPolicy" in proc.stderr
+        ):
+            wrong.append(f"{what}: {proc.returncode} {proc.stderr.strip()[:300]}")
+    assert not wrong, "\n".join(wrong)
+    assert support.get_json(installed, "configmap", "other", "-n", namespace)["data"] == {"k": "v"}
+    secret_ = support.get_json(installed, "secret", "other", "-n", namespace)
+    assert secret_["data"] == {"k": "dg=="}
+    assert support.get_json(installed, "namespace", namespace)["status"]["phase"] == "Active"
+    gone = installed.kubectl("get", "configmap", "applied-elsewhere", "-n", namespace, check=False)
+    assert "NotFound" in gone.stderr
+
+
+def test_the_operator_policies_match_narrowly(installed: Kube) -> None:
+    """What the API server holds: creates of any name, updates and deletes of the output's
+    name only, no Namespace deletion, and the cheap test of the username first."""
+    rules = {
+        name: support.get_json(installed, "validatingadmissionpolicy", name)["spec"][
+            "matchConstraints"
+        ]["resourceRules"]
+        for name in (policies.OPERATOR_SECRETS, policies.OPERATOR_CONFIGMAPS, policies.OPERATOR_NAMESPACES)
+    }  # fmt: skip
+    for name, output in (
+        (policies.OPERATOR_SECRETS, "integration-credentials"),
+        (policies.OPERATOR_CONFIGMAPS, "integration-settings"),
+    ):
+        assert [(r["operations"], r.get("resourceNames")) for r in rules[name]] == [
+            (["CREATE"], None),
+            (["UPDATE", "DELETE"], [output]),
+        ]
+    assert [r["operations"] for r in rules[policies.OPERATOR_NAMESPACES]] == [["CREATE", "UPDATE"]]
+    assert policies.MATCHES_OPERATOR.startswith(
+        'request.userInfo.username.endsWith(":settings-controller") && '
+    )

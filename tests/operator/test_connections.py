@@ -3,8 +3,9 @@ the service each account uses on Accounts and IntegrationSettings, rotations, th
 Events, metrics, and no key fragment anywhere outside the Secrets.
 
 The session's operator runs without checks (its global names the public endpoints); this
-module stops it, points every credential's endpoint at local provider servers
-(tests/connections/providers.py), runs an operator with checks on, and puts everything
+module stops it, points every credential's endpoint at the provider simulator
+(tests/providers/simulator.py: TLS from a CA the operator trusts through SSL_CERT_FILE,
+chunked gzip answers, keep-alive), runs an operator with checks on, and puts everything
 back at the end.
 """
 
@@ -21,8 +22,8 @@ import yaml
 
 from tests.cluster.fixtures import Kube
 from tests.connections import conftest as connections_conftest
-from tests.connections import providers
 from tests.operator import conftest, support
+from tests.providers import simulator
 
 pytestmark = pytest.mark.cluster
 
@@ -36,7 +37,7 @@ ANNOTATION = "integrations.igny8.com/test-connection"
 
 
 class Checking:
-    def __init__(self, kube: Kube, fake: providers.Providers, op: support.Operator) -> None:
+    def __init__(self, kube: Kube, fake: simulator.Simulator, op: support.Operator) -> None:
         self.kube, self.fake, self.op = kube, fake, op
         self.keys_used: set[str] = set()
 
@@ -74,8 +75,10 @@ def checking(
 ) -> Iterator[Checking]:
     operator.stop()  # one leader at a time: the session's operator checks nothing
     log = pathlib.Path(tmp_path_factory.mktemp("connections")) / "operator.log"
-    with providers.Providers(hang=5.0) as fake:
-        op = support.Operator(installed, log, ("--verify-interval=30", "--verify-timeout=2"))
+    with simulator.Simulator(hang=5.0) as fake:
+        op = support.Operator(
+            installed, log, ("--verify-interval=30", "--verify-timeout=2"), fake.env()
+        )
         state = Checking(installed, fake, op)
         state.keys()
         state.declare(connections_conftest.local_endpoints(fake))
@@ -105,13 +108,14 @@ def test_the_global_shows_connected_with_one_entry_per_key(checking: Checking) -
         ("image_generation", "runware", "runware"),
         ("openai", "apiKey", "openai"),
     ]  # in catalog order, whatever the order of the declaration
-    assert all(e["connected"] and e["endpoint"].startswith("http://127.0.0.1:") for e in entries)
+    # Shown by origin: a path could carry a secret (issue 20, break 4).
+    assert all(e["connected"] and e["endpoint"] == checking.fake.base for e in entries)
     assert all(isinstance(e["latencyMilliseconds"], int) and e["lastCheckTime"] for e in entries)
     table = checking.kube.kubectl("get", "gis").stdout.splitlines()
     assert table[0].split() == ["NAME", "READY", "CREDENTIALS", "CONNECTED", "REASON", "AGE"]
     assert table[1].split()[:4] == ["default", "True", "True", "True"]
-    assert ("openai", GOOD["openai"]) in checking.fake.requests
-    assert ("runware", GOOD["runware"]) in checking.fake.requests
+    assert ("openai", GOOD["openai"]) in checking.fake.received
+    assert ("runware", GOOD["runware"]) in checking.fake.received
 
 
 def test_every_provider_answer_maps_to_its_reason(checking: Checking) -> None:
@@ -144,7 +148,7 @@ def test_every_provider_answer_maps_to_its_reason(checking: Checking) -> None:
     )
     checking.keys()
     checking.declare({**connections_conftest.local_endpoints(checking.fake),
-                      "runware": providers.refused_endpoint()})  # fmt: skip
+                      "runware": simulator.refused_endpoint()})  # fmt: skip
     checking.reasons(
         lambda found, cond: (
             found["image_generation.runware"] == "Unreachable"
@@ -202,12 +206,12 @@ def test_a_rotated_key_is_not_reported_good_before_its_own_check(checking: Check
 
 def test_the_annotation_rechecks_within_a_second(checking: Checking) -> None:
     checking.reasons(_all("Verified"))
-    before = len(checking.fake.requests)
+    before = len(checking.fake.received)
     started = time.monotonic()
     checking.kube.kubectl(
         "annotate", "gis", "default", f"{ANNOTATION}={time.time_ns()}", "--overwrite"
     )
-    support.until(lambda: len(checking.fake.requests) >= before + 3, "three checks", 5)
+    support.until(lambda: len(checking.fake.received) >= before + 3, "three checks", 5)
     elapsed = time.monotonic() - started
     print(f"annotation to three checks answered: {elapsed * 1000:.0f} ms (kubectl included)")
     assert elapsed < 1.0, f"the annotation took {elapsed:.2f}s to re-check"
@@ -305,7 +309,7 @@ def test_no_key_fragment_in_statuses_events_or_logs(checking: Checking) -> None:
     leaks = [
         (where, fragment)
         for key in checking.keys_used
-        for fragment in (key, providers.quoted(key), key[:6] + "***", key[-8:])
+        for fragment in (key, simulator.quoted(key), key[:6] + "***", key[-8:])
         for where, text in parts.items()
         if fragment in text
     ]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from controller.cluster import crds
 from controller.core import catalog as catalog_
+from controller.generators import crds
 from tests.conftest import CLI, REPO
 
 
@@ -42,6 +42,26 @@ def test_check_notices_a_hand_edit(tmp_path: pathlib.Path) -> None:
     proc = subprocess.run([*args, "--check"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "integrations.igny8.com_accounts.yaml" in proc.stderr
+
+
+@pytest.mark.parametrize("where", ["file", "under-file", "policy-dir"])
+def test_an_unwritable_target_is_one_line_naming_it(tmp_path: pathlib.Path, where: str) -> None:
+    """A file where DIR was expected (a typo), a DIR below a file, and a directory where the
+    policy file goes: exit 1, one line naming the path in the way, no traceback."""
+    blocker = tmp_path / "crd"
+    if where == "policy-dir":
+        blocker.mkdir()
+        args = ["--policy-file", str(blocker)]
+        expected = f"cannot write {blocker}: Is a directory"
+    else:
+        blocker.write_text("not a directory\n")
+        target = blocker if where == "file" else blocker / "sub"
+        args = ["--output-dir", str(target)]
+        expected = f"{blocker} is not a directory"
+    proc = subprocess.run([str(CLI), "crds", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("settings-controller: error: cannot write "), proc.stderr
+    assert expected in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
 
 
 def _walk(node: object, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

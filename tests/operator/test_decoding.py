@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from controller.cluster import bodies, decoding
+from controller.cluster.runtime import decoding, records
 from controller.core import catalog as catalog_
 
 
@@ -47,7 +47,7 @@ def test_the_core_refuses_a_deep_object_by_name_without_recursing(
         '"metadata": {"name": "openai", "namespace": "acct-1", "uid": "u"},'
         f'"spec": {{"overrides": {{"deep": {nested(levels)}}}}}}}'
     )
-    observed = bodies.observe(catalog, body)
+    observed = records.observe(catalog, body)
     assert observed.declaration is None
     (problem,) = observed.problems
     assert "nested more than 32 levels deep" in problem.message

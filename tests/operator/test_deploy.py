@@ -66,9 +66,55 @@ def test_manager_runs_restricted() -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "health": 8080,
+        "metrics": 8443,
+    }
+    assert "--metrics-bind-address=:8443" in container["args"]
+    assert "--leader-elect" in container["args"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
     images = yaml.safe_load((DEPLOY / "manager" / "kustomization.yaml").read_text())["images"]
     assert images[0]["name"] == container["image"].split(":")[0]
+
+
+def test_metrics_are_guarded_by_rbac_and_a_network_policy() -> None:
+    """kubebuilder's scaffold: the operator may review tokens and access; a reader role for
+    the scraper; ingress to 8443 only from namespaces labelled metrics=enabled; the
+    ServiceMonitor scrapes https with its ServiceAccount token."""
+    auth, binding = _docs("rbac/metrics_auth_role.yaml")
+    assert {(r["apiGroups"][0], r["resources"][0], tuple(r["verbs"])) for r in auth["rules"]} == {
+        ("authentication.k8s.io", "tokenreviews", ("create",)),
+        ("authorization.k8s.io", "subjectaccessreviews", ("create",)),
+    }
+    assert binding["roleRef"]["name"] == auth["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": "settings-controller",
+            "namespace": support.OPERATOR_NAMESPACE,
+        }
+    ]
+    (reader,) = _docs("rbac/metrics_reader_role.yaml")
+    assert reader["metadata"]["name"] == "settings-controller-metrics-reader"
+    assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    (policy,) = _docs("network-policy/allow-metrics-traffic.yaml")
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"metrics": "enabled"}}}]
+    assert rule["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    deployment = next(d for d in _docs("manager/manager.yaml") if d["kind"] == "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    # Optional, as kubebuilder's config/network-policy: `kubectl apply -k deploy/network-policy/`
+    # (or the chart's networkPolicy.enabled), since it takes effect only where the network
+    # plugin enforces NetworkPolicies and must name the namespace Prometheus runs in.
+    assert (
+        "network-policy"
+        not in yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+    )
+    (monitor,) = _docs("prometheus/monitor.yaml")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and endpoint["bearerTokenFile"].endswith("/token")
 
 
 def test_rbac_has_no_wildcards() -> None:

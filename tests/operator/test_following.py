@@ -13,14 +13,8 @@ from typing import Any
 
 import pytest
 
-from controller.cluster import (
-    bodies,
-    following,
-    generated,
-    metrics,
-    reconciling,
-    running,
-)
+from controller.cluster import metrics, operating, reconciling
+from controller.cluster.runtime import following, generated, records
 from controller.core import catalog as catalog_
 from controller.core import rendering
 from tests.operator.test_reconciling import KEYS, FakeWriter, reconciler, views_for
@@ -33,7 +27,9 @@ def configmap(namespace: str, data: dict[str, str], version: str, owner: str = "
             "namespace": namespace,
             "resourceVersion": version,
             "labels": {rendering.LABEL_MANAGED_BY: rendering.MANAGED_BY},
-            "ownerReferences": [{"uid": owner}],
+            "ownerReferences": [
+                {"apiVersion": catalog_.API_VERSION, "kind": catalog_.ACCOUNT, "uid": owner}
+            ],
         },
         "data": data,
     }
@@ -47,10 +43,10 @@ class Script:
         self.watched_from: list[str] = []
         self.done = asyncio.Event()
 
-    async def lister(self) -> tuple[list[bodies.Digest], str]:
-        # What Client.list_named(kind, name, bodies.digest) returns.
+    async def lister(self) -> tuple[list[records.Digest], str]:
+        # What Client.list_named(kind, name, records.digest) returns.
         items = self.listings.pop(0)
-        return [bodies.digest(i) for i in items], f"list-{len(self.listings)}"
+        return [records.digest(i) for i in items], f"list-{len(self.listings)}"
 
     async def watcher(self, version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         self.watched_from.append(version)
@@ -96,7 +92,7 @@ def test_first_listing_reports_nothing_then_watch_events_do() -> None:
     )
     seen = run_follow(script, store)
     assert store.ready.is_set()
-    assert seen == [[("a", bodies.digest(configmap("a", {"x": "2"}, "6")))]]
+    assert seen == [[("a", records.digest(configmap("a", {"x": "2"}, "6")))]]
     # The server ended the first watch: the next one resumes from the bookmark.
     assert script.watched_from == ["list-0", "9"]
 
@@ -109,13 +105,13 @@ def test_a_broken_watch_lists_again_and_reports_what_changed_meanwhile() -> None
         [[ConnectionError("gone")]],
     )
     seen = run_follow(script, store)
-    assert seen == [[("b", None), ("c", bodies.digest(configmap("c", {"x": "1"}, "8")))]]
+    assert seen == [[("b", None), ("c", records.digest(configmap("c", {"x": "1"}, "8")))]]
     assert sorted(store) == ["a", "c"]
 
 
 def test_only_what_decides_a_rewrite_is_a_change() -> None:
     store = generated.Digests("ConfigMap")
-    store.replace([bodies.digest(configmap("a", {"x": "1"}, "1"))])
+    store.replace([records.digest(configmap("a", {"x": "1"}, "1"))])
     annotated = configmap("a", {"x": "1"}, "2")
     annotated["metadata"]["annotations"] = {"someone": "was here"}
     assert store.apply("MODIFIED", annotated) == []
@@ -137,14 +133,14 @@ def test_echo_of_own_write_is_not_repaired_but_drift_is(catalog: catalog_.Catalo
         await r.account("acct-0")
         (written,) = [m for m in writer.applied if m["kind"] == "ConfigMap"]
         # The watch brings our own write back: nothing to do.
-        await r.generated_changed("ConfigMap", store.apply("ADDED", written))
+        r.generated_changed("ConfigMap", store.apply("ADDED", written))
         await asyncio.sleep(0.01)
         assert [m["kind"] for m in writer.applied].count("ConfigMap") == 1
         # Someone edits the data: repaired, once.
         edited = copy.deepcopy(written)
         edited["data"] = {k: v + " " for k, v in edited["data"].items()}
-        await r.generated_changed("ConfigMap", store.apply("MODIFIED", edited))
-        await r.generated_changed("ConfigMap", store.apply("MODIFIED", edited))
+        r.generated_changed("ConfigMap", store.apply("MODIFIED", edited))
+        r.generated_changed("ConfigMap", store.apply("MODIFIED", edited))
         for _ in range(20):
             await asyncio.sleep(0.01)
         repaired = [m for m in writer.applied if m["kind"] == "ConfigMap"]
@@ -154,36 +150,42 @@ def test_echo_of_own_write_is_not_repaired_but_drift_is(catalog: catalog_.Catalo
     asyncio.run(main())
 
 
-def test_no_render_before_the_generated_objects_are_listed(catalog: catalog_.Catalog) -> None:
-    views = views_for(catalog, 1)
-    views.configmaps["acct-0"] = bodies.digest(  # type: ignore[index]
-        configmap("acct-0", {"x": "1"}, "1")
-    )
-    listed = asyncio.Event()
+def test_no_render_before_the_workers_start(catalog: catalog_.Catalog) -> None:
+    """The operator's queue starts its workers once every cache is listed (``operating``):
+    keys named before then wait, once each, and are worked on at ``start``."""
+    views = views_for(catalog, 2)
     writer = FakeWriter()
 
     async def main() -> None:
-        r = reconciling.Reconciler(catalog, writer, KEYS, views, metrics.Metrics(), listed=[listed])
-        task = asyncio.create_task(r.account("acct-0"))
+        r = reconciling.Reconciler(catalog, writer, KEYS, views, metrics.Metrics(), autostart=False)
+        for _ in range(3):
+            r.request("acct-0")
+        r.request("acct-1")
         await asyncio.sleep(0.05)
-        assert not task.done() and writer.applied == []
-        listed.set()
-        await asyncio.wait_for(task, 5)
-        assert writer.applied
+        assert writer.applied == [] and r.queue.pending == ["acct-0", "acct-1"]
+        r.queue.start()
+        await asyncio.wait_for(r.queue.drained(), 5)
+        assert sorted(
+            m["metadata"]["namespace"] for m in writer.applied if m["kind"] == "ConfigMap"
+        ) == [
+            "acct-0",
+            "acct-1",
+        ]
+        await r.close()
 
     asyncio.run(main())
 
 
 def test_memory_is_compacted_once_after_a_quiet_burst(monkeypatch: pytest.MonkeyPatch) -> None:
     collected: list[int] = []
-    monkeypatch.setattr(running.gc, "collect", lambda: collected.append(1) or 0)
+    monkeypatch.setattr(operating.gc, "collect", lambda: collected.append(1) or 0)
 
     class Renders:
         renders = 0
 
     async def main() -> None:
         counter = Renders()
-        task = asyncio.create_task(running._compact_after_bursts(counter, quiet=0.02, burst=100))  # type: ignore[arg-type]
+        task = asyncio.create_task(operating.compact_after_bursts(counter, quiet=0.02, burst=100))
         counter.renders = 50
         await asyncio.sleep(0.1)
         assert collected == []  # quiet, but no burst yet

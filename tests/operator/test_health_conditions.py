@@ -13,6 +13,7 @@ WAITING = [
     "KeysMissing",
     "OutputFailed",
     "OutputConflict",
+    "UnknownPlan",  # waits for the global (or the Account) to declare a known plan
 ]
 STALLED = [
     r.value for r in findings.Reason if r.value not in WAITING and r is not findings.Reason.INACTIVE

@@ -35,17 +35,35 @@ def _declared() -> list[dict[str, Any]]:
     return [d for p in sorted(DECLARATIONS.rglob("*.yaml")) for d in _docs(p)]
 
 
+def _readme_validate_commands() -> list[list[str]]:
+    """The `settings-controller validate` lines of the README's GitOps section, exactly."""
+    text = (support.REPO / "README.md").read_text()
+    section = text[text.index("## GitOps") :]
+    return [
+        shlex.split(line)
+        for line in section.splitlines()
+        if line.startswith("settings-controller validate ")
+    ]
+
+
 def test_validate_is_the_pre_merge_check() -> None:
-    """`settings-controller validate deploy/gitops/declarations`, as CI runs it."""
-    proc = subprocess.run(
-        [str(CLI), "validate", "deploy/gitops/declarations"],
-        cwd=support.REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "3 files checked" in proc.stderr + proc.stdout
+    """`settings-controller validate deploy/gitops/declarations`, as CI runs it, and the
+    tenants' repository checked against the platform's."""
+    commands = _readme_validate_commands()
+    assert [c[2:] for c in commands] == [
+        ["deploy/gitops/declarations"],
+        ["deploy/gitops/declarations/tenants", "--global", "deploy/gitops/declarations/platform"],
+    ]
+    for command, files in zip(commands, ("3 files checked", "3 files checked"), strict=True):
+        proc = subprocess.run(
+            [str(CLI), *command[1:]],
+            cwd=support.REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert f"{files}, 0 errors" in proc.stderr and proc.stdout == "", proc.stdout
 
 
 def test_the_gitops_global_is_the_example_global() -> None:

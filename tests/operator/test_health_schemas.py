@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.cluster import crds
 from controller.core import catalog as catalog_
+from controller.generators import crds
 
 OWN_FIELDS = {
     catalog_.GLOBAL: {"connections"},

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from controller.cluster import leases
-from controller.cluster.clients import WriteError
+from controller.cluster.runtime import leases
+from controller.cluster.runtime.clients import WriteError
 
 NS = "settings-controller-system"
 

@@ -83,7 +83,8 @@ def test_help_texts_name_every_label_value_the_code_uses() -> None:
 @pytest.mark.parametrize(
     ("flag", "expected"),
     [
-        pytest.param(":9090", ("0.0.0.0", 9090), id="every-interface"),
+        pytest.param(":8443", ("", 8443), id="every-interface"),
+        pytest.param("0.0.0.0:8443", ("0.0.0.0", 8443), id="ipv4-only"),
         pytest.param("127.0.0.1:8081", ("127.0.0.1", 8081), id="loopback"),
         pytest.param("[::1]:8080", ("::1", 8080), id="ipv6"),
         pytest.param("0", None, id="off"),
@@ -96,3 +97,22 @@ def test_bind_address(flag: str, expected: tuple[str, int] | None) -> None:
 def test_bind_address_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         metrics.parse_bind_address("localhost")
+
+
+def test_an_account_written_without_a_key_it_needs_counts_as_not_ready() -> None:
+    """Was: its Ready condition said False (KeysMissing) while the sync's outcome was
+    "written", so settings_controller_accounts_not_ready, and the alert on it, said 0."""
+    meter = metrics.Metrics()
+    meter.keys_missing("acct-1", True)
+    meter.reconciled("acct-1", "written")
+    meter.keys_missing("acct-2", False)
+    meter.reconciled("acct-2", "written")
+    assert _value(_scrape(meter), "settings_controller_accounts_not_ready") == 1
+    meter.reconciled("acct-1", "blocked")  # blocked and missing a key: counted once
+    assert _value(_scrape(meter), "settings_controller_accounts_not_ready") == 1
+    meter.keys_missing("acct-1", False)
+    meter.reconciled("acct-1", "unchanged")
+    assert _value(_scrape(meter), "settings_controller_accounts_not_ready") == 0
+    meter.keys_missing("acct-2", True)
+    meter.reconciled("acct-2", "removed")  # no account claims it any more
+    assert _value(_scrape(meter), "settings_controller_accounts_not_ready") == 0

@@ -204,6 +204,53 @@ def test_a_removed_plan_label_is_restored(
     kube.kubectl("delete", "account", tenant_ns, "--wait=false")
 
 
+def test_a_key_added_to_the_credentials_secret_by_hand_is_removed(
+    installed: Kube, operator: support.Operator, tenant_ns: str
+) -> None:
+    """Was: kept for good (server-side apply leaves another field manager's keys), so a
+    workload mounting the Secret read a key the operator never wrote. Its name, shaped
+    like a key, is not logged."""
+    kube = installed
+    _account_with_override(kube, tenant_ns, tenant_ns)
+    good = support.get_json(kube, *secret_args(tenant_ns))["data"]
+    name = "sk-proj-AbCdEf0123456789xyzQ"
+    planted = {"data": {name: base64.b64encode(b"planted").decode()}}
+    kube.kubectl("patch", *secret_args(tenant_ns), "--type=merge", "-p", json.dumps(planted))
+    wait_json(
+        kube,
+        secret_args(tenant_ns),
+        lambda secret: secret.get("data") == good,
+        timeout=30,
+        what="the hand-added key removed",
+    )
+    # (Run with tests/breakit, that session's first operator holds the lease and logs
+    # elsewhere: the removal line is looked for only where it was written.)
+    log = operator.log_path.read_text(errors="replace")
+    assert name[:8] not in log
+    if "removed keys the operator did not write" in log:
+        assert "<name that looks like a key>" in log
+    kube.kubectl("delete", "account", tenant_ns, "--wait=false")
+
+
+def test_a_key_added_to_binary_data_by_hand_is_removed(
+    installed: Kube, operator: support.Operator, tenant_ns: str
+) -> None:
+    """A new binaryData key applies cleanly (no 422) and was kept for good."""
+    kube = installed
+    _account_with_override(kube, tenant_ns, tenant_ns)
+    good = support.get_json(kube, *cm_args(tenant_ns))["data"]
+    planted = {"binaryData": {"extra.bin": base64.b64encode(b"planted").decode()}}
+    kube.kubectl("patch", *cm_args(tenant_ns), "--type=merge", "-p", json.dumps(planted))
+    wait_json(
+        kube,
+        cm_args(tenant_ns),
+        lambda cm: cm.get("data") == good and not cm.get("binaryData"),
+        timeout=30,
+        what="the hand-added binaryData key removed",
+    )
+    kube.kubectl("delete", "account", tenant_ns, "--wait=false")
+
+
 def test_a_key_moved_to_binary_data_is_repaired(
     installed: Kube, operator: support.Operator, tenant_ns: str
 ) -> None:

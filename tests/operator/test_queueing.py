@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import time
 
-from controller.cluster import clients, metrics, queueing
+from controller.cluster import metrics
+from controller.cluster.runtime import clients, queueing
 from controller.core import catalog as catalog_
 from tests.operator.test_reconciling import FakeWriter, reconciler, views_for
 
@@ -117,3 +119,206 @@ def test_a_failing_namespace_is_retried_and_counted(catalog: catalog_.Catalog) -
 
     asyncio.run(main())
     assert [m["kind"] for m in writer.applied].count("ConfigMap") == 1
+
+
+def _sample(meter: metrics.Metrics, metric: str, **labels: str) -> float:
+    value = meter.registry.get_sample_value(metric, labels)
+    return 0.0 if value is None else value
+
+
+def test_controller_runtime_series_of_the_queue() -> None:
+    """workqueue_* under name=, controller_runtime_* under controller=, as client-go and
+    controller-runtime name them: adds, depth, latency, work time, retries, results, the
+    workers busy and for how long."""
+    meter = metrics.Metrics()
+    release = asyncio.Event()
+    failed: set[str] = set()
+
+    async def work(key: str) -> None:
+        if key == "slow":
+            await release.wait()
+        if key == "bad" and key not in failed:
+            failed.add(key)
+            raise RuntimeError("a write failed")
+
+    async def main() -> None:
+        q = queueing.WorkQueue(
+            work,
+            workers=3,
+            backoff=queueing.Backoff(base=0.01),
+            meter=meter.queue("account", 3),
+        )
+        q.add("slow")
+        q.add("slow")  # queued once: one add
+        await asyncio.sleep(0.2)
+        assert _sample(meter, "controller_runtime_active_workers", controller="account") == 1
+        assert _sample(meter, "workqueue_longest_running_processor_seconds", name="account") >= 0.15
+        assert _sample(meter, "workqueue_unfinished_work_seconds", name="account") >= 0.15
+        q.add("bad")
+        q.add("ok")
+        release.set()
+        await q.drained()
+        assert _sample(meter, "workqueue_depth", name="account") == 0
+        assert _sample(meter, "controller_runtime_active_workers", controller="account") == 0
+        await q.close()
+
+    asyncio.run(main())
+    assert _sample(meter, "workqueue_adds_total", name="account") == 4  # slow, bad, ok, bad again
+    assert _sample(meter, "workqueue_retries_total", name="account") == 1
+    assert _sample(meter, "workqueue_queue_duration_seconds_count", name="account") == 4
+    assert _sample(meter, "workqueue_work_duration_seconds_count", name="account") == 4
+    assert _sample(meter, "workqueue_work_duration_seconds_sum", name="account") >= 0.15
+    result = "controller_runtime_reconcile_total"
+    assert _sample(meter, result, controller="account", result="success") == 3
+    assert _sample(meter, result, controller="account", result="error") == 1
+    assert _sample(meter, "controller_runtime_reconcile_errors_total", controller="account") == 1
+    assert (
+        _sample(meter, "controller_runtime_reconcile_time_seconds_count", controller="account") == 4
+    )
+    assert _sample(meter, "controller_runtime_max_concurrent_reconciles", controller="account") == 3
+
+
+def test_rest_client_requests_and_the_lease_status() -> None:
+    meter = metrics.Metrics(lease_name="my-lease")
+    meter.rest_request(200, "GET", "10.0.0.1:443")
+    meter.rest_request(200, "GET", "10.0.0.1:443")
+    meter.rest_request(0, "PATCH", "10.0.0.1:443")
+    assert (
+        _sample(meter, "rest_client_requests_total", code="200", method="GET", host="10.0.0.1:443")
+        == 2
+    )
+    assert (
+        _sample(
+            meter, "rest_client_requests_total", code="<error>", method="PATCH", host="10.0.0.1:443"
+        )
+        == 1
+    )
+    meter.leading(False)
+    assert _sample(meter, "leader_election_master_status", name="my-lease") == 0
+    assert _sample(meter, "settings_controller_leader") == 0
+    meter.leading(True)
+    assert _sample(meter, "leader_election_master_status", name="my-lease") == 1
+
+
+def test_requeue_after_is_honoured_and_forgets_the_failures() -> None:
+    """``Result(requeue_after=s)``: the key comes back after s (not sooner, not its
+    backoff), its failures are forgotten; a later shorter wait wins, a longer one not."""
+    meter = metrics.Metrics()
+    runs: list[float] = []
+
+    async def work(key: str) -> queueing.Result:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            raise RuntimeError("first try fails")
+        if len(runs) < 4:
+            return queueing.Result(requeue_after=0.3)
+        return queueing.DONE
+
+    async def main() -> None:
+        q: queueing.WorkQueue[str] = queueing.WorkQueue(
+            work, workers=2, backoff=queueing.Backoff(base=0.05), meter=meter.queue("checks", 2)
+        )
+        q.add("k")
+        while len(runs) < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
+        assert q.backoff.failures("k") == 0  # forgotten by the requeue_after
+        assert q.waiting == 1
+        await q.drained()
+        await q.close()
+
+    asyncio.run(main())
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
+    assert len(runs) == 4
+    assert 0.04 <= gaps[0] < 0.25, gaps  # the error: its backoff (0.05 s)
+    assert all(0.29 <= g < 0.6 for g in gaps[1:]), gaps  # requeue_after 0.3 s, twice
+    total = "controller_runtime_reconcile_total"
+    assert _sample(meter, total, controller="checks", result="error") == 1
+    assert _sample(meter, total, controller="checks", result="requeue_after") == 2
+    assert _sample(meter, total, controller="checks", result="success") == 1
+    assert _sample(meter, "controller_runtime_reconcile_errors_total", controller="checks") == 1
+    assert _sample(meter, "workqueue_retries_total", name="checks") == 1  # the error only
+
+
+def test_the_earliest_requeue_wins() -> None:
+    runs: list[float] = []
+
+    async def work(key: str) -> None:
+        runs.append(time.monotonic())
+
+    async def main() -> None:
+        q: queueing.WorkQueue[str] = queueing.WorkQueue(work)
+        started = time.monotonic()
+        q.add_after("k", 5.0)
+        q.add_after("k", 0.1)  # sooner: replaces the wait
+        q.add_after("k", 3.0)  # later: ignored
+        assert q.waiting == 1
+        await asyncio.wait_for(q.drained(), 2)
+        assert len(runs) == 1 and 0.09 <= runs[0] - started < 1.0
+        await q.close()
+
+    asyncio.run(main())
+
+
+def test_requeue_is_rate_limited_and_errors_back_off_per_key() -> None:
+    """``Result(requeue=True)`` and an error both come back after the key's backoff, which
+    grows per key (0.05, 0.1, 0.2 s) and is counted as a retry; success forgets it."""
+    meter = metrics.Metrics()
+    runs: collections.defaultdict[str, list[float]] = collections.defaultdict(list)
+
+    async def work(key: str) -> queueing.Result | None:
+        runs[key].append(time.monotonic())
+        if len(runs[key]) > 3:
+            return None
+        if key == "requeue":
+            return queueing.Result(requeue=True)
+        raise RuntimeError("write failed")
+
+    async def main() -> None:
+        q: queueing.WorkQueue[str] = queueing.WorkQueue(
+            work, backoff=queueing.Backoff(base=0.05), meter=meter.queue("q", 16)
+        )
+        q.add("requeue")
+        q.add("error")
+        await asyncio.wait_for(q.drained(), 5)
+        assert len(q.backoff) == 0  # both succeeded at last: forgotten
+        await q.close()
+
+    asyncio.run(main())
+    for key in ("requeue", "error"):
+        times = runs[key]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) == 4
+        for gap, backoff in zip(gaps, (0.05, 0.1, 0.2), strict=True):
+            assert backoff * 0.9 <= gap < backoff + 0.3, (key, gaps)
+    total = "controller_runtime_reconcile_total"
+    assert _sample(meter, total, controller="q", result="requeue") == 3
+    assert _sample(meter, total, controller="q", result="error") == 3
+    assert _sample(meter, total, controller="q", result="success") == 2
+    assert _sample(meter, "controller_runtime_reconcile_errors_total", controller="q") == 3
+    assert _sample(meter, "workqueue_retries_total", name="q") == 6
+
+
+def test_keys_of_any_hashable_type() -> None:
+    """The operator's queue holds namespaces, ``Unclaimed(name)`` and ``GLOBAL`` at once."""
+    from controller.cluster import reconciling
+
+    seen: list[object] = []
+
+    async def work(key: reconciling.Key) -> None:
+        seen.append(key)
+
+    async def main() -> None:
+        q: queueing.WorkQueue[reconciling.Key] = queueing.WorkQueue(work, workers=1)
+        for key in (
+            "ns",
+            reconciling.Unclaimed("a"),
+            reconciling.GLOBAL,
+            reconciling.Unclaimed("a"),
+        ):
+            q.add(key)
+        await q.drained()
+        await q.close()
+
+    asyncio.run(main())
+    assert seen == ["ns", reconciling.Unclaimed("a"), reconciling.GLOBAL]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 import yaml
 
-from controller.cluster import bodies, conditions, generated, handlers, keys, metrics, reconciling
+from controller.cluster import conditions, metrics, reconciling
+from controller.cluster.runtime import generated, records, secrets
 from controller.core import catalog as catalog_
 from controller.core import rendering
 
@@ -24,6 +27,7 @@ class FakeWriter:
         self.events: list[tuple[str, str]] = []
         self.deleted: list[tuple[str, str | None, str]] = []
         self.unlabelled: list[str] = []
+        self.removed_keys: list[tuple[str, str, tuple[str, ...]]] = []
         self.delay = delay
         self.running = 0
         self.peak = 0
@@ -38,7 +42,7 @@ class FakeWriter:
         if self.views is not None and manifest["kind"] in ("ConfigMap", "Secret"):
             # What the watch would bring back into generated.Digests.
             index = self.views.configmaps if manifest["kind"] == "ConfigMap" else self.views.secrets
-            index[manifest["metadata"]["namespace"]] = bodies.digest(manifest)  # type: ignore[index]
+            index[manifest["metadata"]["namespace"]] = records.digest(manifest)  # type: ignore[index]
         if self.views is not None and manifest["kind"] == "Namespace":
             name, labels = generated.namespace_labels(manifest)
             self.views.namespaces[name] = labels  # type: ignore[index]
@@ -49,15 +53,36 @@ class FakeWriter:
             index = self.views.configmaps if kind == "ConfigMap" else self.views.secrets
             index.pop(namespace, None)  # type: ignore[attr-defined]
 
+    async def remove_keys(
+        self, kind: str, namespace: str, name: str, data: Any, binary_data: Any = ()
+    ) -> None:
+        self.removed_keys.append((kind, namespace, (*data, *binary_data)))
+        if self.views is not None:
+            index = self.views.configmaps if kind == "ConfigMap" else self.views.secrets
+            seen = index.get(namespace)
+            if seen is not None:
+                kept = tuple(k for k in seen.keys if k not in data)
+                index[namespace] = dataclasses.replace(seen, keys=kept, binary_keys=())  # type: ignore[index]
+
     async def remove_labels(self, kind: str, name: str, labels: Any) -> None:
         self.unlabelled.append(name)
         if self.views is not None:
             self.views.namespaces.pop(name, None)  # type: ignore[attr-defined]
 
-    async def patch_status(
-        self, kind: str, name: str, namespace: str | None, status: Mapping[str, Any]
+    async def apply_status(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        status: Mapping[str, Any],
+        field_manager: str,
     ) -> None:
         self.statuses.append((kind, name, dict(status)))
+
+    async def remove_status(
+        self, kind: str, name: str, namespace: str | None, fields: Mapping[str, Any]
+    ) -> None:
+        self.statuses.append((kind, name, {"removed": dict(fields)}))
 
     async def post_event(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str
@@ -84,7 +109,7 @@ def _body(doc: dict[str, Any], uid: str) -> dict[str, Any]:
 def views_for(cat: catalog_.Catalog, accounts: int) -> reconciling.Views:
     global_doc = yaml.safe_load((EXAMPLES / "global.yaml").read_text())
     views = reconciling.Views(
-        globals={"default": bodies.observe(cat, _body(global_doc, "g"))},
+        globals={"default": records.observe(cat, _body(global_doc, "g"))},
         accounts={},
         tenants={},
         overrides={},
@@ -99,7 +124,7 @@ def views_for(cat: catalog_.Catalog, accounts: int) -> reconciling.Views:
             "metadata": {"name": name},
             "spec": {"plan": "pro", "namespace": name},
         }
-        observed = bodies.observe(cat, _body(doc, f"uid-{i}"))
+        observed = records.observe(cat, _body(doc, f"uid-{i}"))
         views.accounts[name] = observed  # type: ignore[index]
         views.tenants[name] = {name: observed}  # type: ignore[index]
     return views
@@ -112,16 +137,6 @@ def reconciler(
     cat: catalog_.Catalog, views: reconciling.Views, writer: FakeWriter, concurrency: int = 4
 ) -> reconciling.Reconciler:
     return reconciling.Reconciler(cat, writer, KEYS, views, metrics.Metrics(), concurrency)
-
-
-def test_kopf_runs_the_process_and_follows_no_resource() -> None:
-    registry = handlers.registry
-    assert handlers.startup in [h.fn for h in registry._activities.get_all_handlers()]
-    assert registry._changing.get_all_handlers() == []  # no diff base, no progress annotations
-    assert registry._spawning.get_all_handlers() == []  # no daemons/timers: no finalizers
-    assert registry._webhooks.get_all_handlers() == []
-    assert registry._indexing.get_all_handlers() == []  # resources.Resources instead
-    assert registry._watching.get_all_handlers() == []
 
 
 def test_fan_out_is_one_bounded_pass(catalog: catalog_.Catalog) -> None:
@@ -150,15 +165,15 @@ def test_the_echoes_of_its_own_writes_sync_nothing_again(catalog: catalog_.Catal
         await r.account("acct-0")
         synced = r.renders
         # What the watches report after those writes (FakeWriter updated the views).
-        await r.namespaces_changed(["acct-0"])
+        r.namespaces_changed(["acct-0"])
         for kind, seen in (("ConfigMap", views.configmaps), ("Secret", views.secrets)):
-            await r.generated_changed(kind, [("acct-0", seen["acct-0"])])
+            r.generated_changed(kind, [("acct-0", seen["acct-0"])])
         assert r.queue.depth == 0
         await r.drained()
         assert r.renders == synced
         # Someone else relabels the namespace: that is synced.
         views.namespaces["acct-0"] = ("free", "acct-0")  # type: ignore[index]
-        await r.namespaces_changed(["acct-0"])
+        r.namespaces_changed(["acct-0"])
         await r.drained()
         assert r.renders == synced + 1
 
@@ -208,7 +223,17 @@ def test_missing_global_blocks_without_writing(catalog: catalog_.Catalog) -> Non
 def test_unreferenced_secret_changes_do_nothing(catalog: catalog_.Catalog) -> None:
     views = views_for(catalog, 2)
     writer = FakeWriter(views)
-    asyncio.run(reconciler(catalog, views, writer).keys_changed({"some-other-secret"}))
+
+    async def main() -> None:
+        r = reconciler(catalog, views, writer)
+        assert not r.keys_changed({"some-other-secret"})
+        assert r.queue.depth == 0
+        assert r.keys_changed({"platform-api-keys"})
+        assert r.queue.pending[0] == reconciling.GLOBAL  # its status first, then the fan-out
+        assert sorted(map(str, r.queue.pending[1:])) == ["acct-0", "acct-1"]
+        await r.close()
+
+    asyncio.run(main())
     assert writer.applied == [] and writer.statuses == []
 
 
@@ -223,7 +248,7 @@ def test_conditions_keep_their_transition_time() -> None:
 
 
 def test_key_store_reports_only_real_changes() -> None:
-    store = keys.KeyStore()
+    store = secrets.SecretStore()
     secret = {"metadata": {"name": "s"}, "data": {"a": "MQ=="}}
     assert store.apply("ADDED", secret) == {"s"}
     assert store.apply("MODIFIED", secret) == frozenset()  # same data: no fan-out
@@ -240,7 +265,7 @@ def test_a_plan_may_keep_the_keys_out_of_its_namespaces(catalog: catalog_.Catalo
     views = views_for(catalog, 1)
     doc = yaml.safe_load((EXAMPLES / "global.yaml").read_text())
     doc["spec"]["plans"]["pro"]["projectKeys"] = False
-    views.globals["default"] = bodies.observe(catalog, _body(doc, "g"))  # type: ignore[index]
+    views.globals["default"] = records.observe(catalog, _body(doc, "g"))  # type: ignore[index]
     writer = FakeWriter(views)
     asyncio.run(reconciler(catalog, views, writer).account("acct-0"))
     secret = next(m for m in writer.applied if m["kind"] == "Secret")
@@ -256,7 +281,193 @@ def test_the_operator_refuses_its_own_reserved_namespaces(catalog: catalog_.Cata
         "metadata": {"name": "a", "uid": "u", "generation": 1},
         "spec": {"plan": "pro", "namespace": "platform-tools"},
     }
-    assert bodies.observe(catalog, doc).declaration is not None
-    refused = bodies.observe(catalog, doc, reserved=("platform-tools", "kube-system"))
+    assert records.observe(catalog, doc).declaration is not None
+    refused = records.observe(catalog, doc, reserved=("platform-tools", "kube-system"))
     assert refused.declaration is None
     assert [p.reason.value for p in refused.problems] == ["ReservedNamespace"]
+
+
+def _written_body(writer: FakeWriter, kind: str) -> dict[str, Any]:
+    return copy.deepcopy(next(m for m in writer.applied if m["kind"] == kind))
+
+
+def _ready_reason(writer: FakeWriter) -> str:
+    account = [s for k, _, s in writer.statuses if k == "Account"][-1]
+    return str(next(c for c in account["conditions"] if c["type"] == "Ready")["reason"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "ours"),
+    [
+        pytest.param(
+            lambda b: b["metadata"]["labels"].pop(rendering.LABEL_MANAGED_BY),
+            True,
+            id="label-removed",
+        ),
+        pytest.param(lambda b: None, True, id="untouched"),
+        # A label is cheap to set: without this Account's uid it proves nothing.
+        pytest.param(lambda b: b["metadata"].pop("ownerReferences"), False, id="no-owner"),
+        # The namespace's former account's output (deleted, or moved away): taken over.
+        pytest.param(
+            lambda b: b["metadata"]["ownerReferences"][0].update(uid="former", name="former"),
+            True,
+            id="a-former-accounts",
+        ),
+        pytest.param(
+            lambda b: b["metadata"]["ownerReferences"][0].update(
+                kind="Deployment", apiVersion="apps/v1"
+            ),
+            False,
+            id="owned-by-something-else",
+        ),
+        pytest.param(
+            lambda b: (
+                b["metadata"]["labels"].pop(rendering.LABEL_MANAGED_BY),
+                b["metadata"].pop("managedFields"),
+            ),
+            False,
+            id="neither-label-nor-manager",
+        ),
+    ],
+)
+def test_ours_is_proven_by_the_accounts_uid(
+    catalog: catalog_.Catalog, edit: Any, ours: bool
+) -> None:
+    views = views_for(catalog, 1)
+    writer = FakeWriter(views)
+
+    async def main() -> None:
+        r = reconciler(catalog, views, writer)
+        await r.account("acct-0")
+        body = _written_body(writer, "ConfigMap")
+        # As the API server shows it: our field manager holds its fields.
+        body["metadata"]["managedFields"] = [
+            {"manager": "settings-controller", "operation": "Apply"}
+        ]
+        body["data"]["openai.json"] = "{}"  # drifted: a rewrite is due
+        edit(body)
+        views.configmaps["acct-0"] = records.digest(body)  # type: ignore[index]
+        writer.applied.clear()
+        await r.account("acct-0")
+        if ours:
+            written = _written_body(writer, "ConfigMap")
+            assert (
+                written["metadata"]["labels"][rendering.LABEL_MANAGED_BY] == "settings-controller"
+            )
+            assert _ready_reason(writer) != "OutputConflict"
+        else:
+            assert [m for m in writer.applied if m["kind"] == "ConfigMap"] == []
+            assert _ready_reason(writer) == "OutputConflict"
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["ConfigMap", "Secret"])
+def test_keys_added_by_hand_are_removed_and_named_only_when_safe(
+    catalog: catalog_.Catalog, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    views = views_for(catalog, 1)
+    writer = FakeWriter(views)
+    pasted = "sk-proj-AbCdEf0123456789xyzABCDEF"
+
+    async def main() -> None:
+        r = reconciler(catalog, views, writer)
+        await r.account("acct-0")
+        await r.account("acct-0")
+        assert writer.removed_keys == []  # nothing foreign: no write at all
+        body = _written_body(writer, kind)
+        body["data"]["extra.json"] = "e30="
+        body["data"][pasted] = "eA=="
+        body["binaryData"] = {"planted": "eA=="}
+        index = views.configmaps if kind == "ConfigMap" else views.secrets
+        index["acct-0"] = records.digest(body)  # type: ignore[index]
+        writer.applied.clear()
+        with caplog.at_level("INFO"):
+            await r.account("acct-0")
+        assert writer.removed_keys == [(kind, "acct-0", ("extra.json", pasted, "planted"))]
+        assert "extra.json" in caplog.text and pasted[:8] not in caplog.text
+        assert "<name that looks like a key>" in caplog.text
+        writer.removed_keys.clear()
+        await r.account("acct-0")
+        assert writer.removed_keys == []
+
+    asyncio.run(main())
+
+
+def test_an_override_of_an_account_in_output_conflict_says_so(catalog: catalog_.Catalog) -> None:
+    """Was: the override kept Ready=True Applied of an older generation."""
+    views = views_for(catalog, 1)
+    writer = FakeWriter(views)
+    doc = {
+        "apiVersion": catalog_.API_VERSION,
+        "kind": "IntegrationSettings",
+        "metadata": {"name": "openai", "namespace": "acct-0"},
+        "spec": {"overrides": {"model": "gpt-4o"}},
+    }
+    views.overrides["acct-0"] = {"openai": records.observe(catalog, _body(doc, "o-0"))}  # type: ignore[index]
+    foreign = {
+        "metadata": {"name": rendering.CONFIGMAP_NAME, "namespace": "acct-0"},
+        "data": {"mine.txt": "hello"},
+    }
+    views.configmaps["acct-0"] = records.digest(foreign)  # type: ignore[index]
+
+    async def main() -> None:
+        await reconciler(catalog, views, writer).account("acct-0")
+
+    asyncio.run(main())
+    assert _ready_reason(writer) == "OutputConflict"
+    override = [s for k, _, s in writer.statuses if k == "IntegrationSettings"][-1]
+    ready = next(c for c in override["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "AccountNotReady")
+    assert "OutputConflict" in ready["message"] and override["appliedFields"] == []
+    stalled = next(c for c in override["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "False"  # nothing in its spec to fix
+
+
+def test_a_forced_resync_is_honoured_once_per_namespace_per_window(
+    catalog: catalog_.Catalog,
+) -> None:
+    """Breakit2 observation: 40 new values of the force re-sync annotation in 4.6 s cost
+    120 writes (a tenant may patch its IntegrationSettings, so it set the operator's write
+    rate). At most one forced sync per namespace per FORCE_INTERVAL; later ones are a
+    normal sync, which writes nothing when nothing changed; the window is per namespace."""
+    views = views_for(catalog, 2)
+    writer = FakeWriter(views)
+    now = [1000.0]
+
+    async def main() -> None:
+        r = reconciler(catalog, views, writer)
+        r.clock = lambda: now[0]
+        await r.everything("first")
+        written = len(writer.applied)
+        assert r.force("acct-0") is True
+        await r.drained()
+        assert len(writer.applied) == written + 3  # ConfigMap, Secret, namespace labels
+        renders = r.renders
+        for _ in range(40):  # one a second for 9 s... and faster
+            now[0] += 0.2
+            assert r.force("acct-0") is False
+            await r.drained()
+        assert len(writer.applied) == written + 3  # nothing changed: nothing written
+        assert r.renders > renders  # each was still a normal sync
+        assert r.force("acct-1") is True  # another namespace has its own window
+        await r.drained()
+        assert len(writer.applied) == written + 6
+        now[0] += reconciling.FORCE_INTERVAL
+        assert r.force("acct-0") is True
+        await r.drained()
+        assert len(writer.applied) == written + 9
+        # A normal sync inside the window still writes what did change.
+        views.namespaces["acct-0"] = ("free", "acct-0")  # type: ignore[index]
+        assert r.force("acct-0") is False
+        await r.drained()
+        assert [m["kind"] for m in writer.applied[written + 9 :]] == ["Namespace"]
+        # The window is per object asking: the Account and each IntegrationSettings of one
+        # namespace (deploy/README's three annotate commands, seconds apart) each get one.
+        now[0] += reconciling.FORCE_INTERVAL
+        assert r.force("acct-1", "Account/acct-1") is True
+        assert r.force("acct-1", "IntegrationSettings/acct-1/openai") is True
+        assert r.force("acct-1", "IntegrationSettings/acct-1/openai") is False
+        assert r.force("acct-1", "global") is True
+
+    asyncio.run(main())

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from controller.cluster import bodies, resources
+from controller.cluster.runtime import records, resources
 from controller.core import catalog as catalog_
 
 
@@ -35,7 +35,7 @@ def account(
 
 def store(catalog: catalog_.Catalog) -> resources.Resources:
     return resources.Resources(
-        catalog_.ACCOUNT, functools.partial(bodies.observe, catalog), group=lambda o: o.claims
+        catalog_.ACCOUNT, functools.partial(records.observe, catalog), group=lambda o: o.claims
     )
 
 
@@ -83,11 +83,11 @@ def test_a_status_echo_is_a_change_that_reconciles_nothing(catalog: catalog_.Cat
     )
     assert after is not None and after.status == {"observedGeneration": 1}
     assert accounts.get("a") is after  # the reporter compares with what is current
-    assert bodies.same_but_status(before, after)
+    assert records.same_but_status(before, after)
     edited = account("a", "ns", version="3", generation=2)
     edited["spec"]["plan"] = "free"
     ((before, after),) = accounts.apply("MODIFIED", edited)
-    assert not bodies.same_but_status(before, after)
+    assert not records.same_but_status(before, after)
     assert accounts.apply("MODIFIED", edited) == []  # the same object again: nothing
 
 
@@ -116,7 +116,7 @@ def test_only_the_operators_own_annotations_are_kept(catalog: catalog_.Catalog) 
         f"{catalog_.GROUP}/test-connection": "now",
         "kubectl.kubernetes.io/last-applied-configuration": "{... a pasted key ...}",
     }
-    observed = bodies.observe(catalog, body)
+    observed = records.observe(catalog, body)
     assert observed.annotations == {f"{catalog_.GROUP}/test-connection": "now"}
 
 
@@ -126,13 +126,13 @@ def test_a_status_echo_is_not_parsed_again(
     accounts = store(catalog)
     accounts.replace([accounts.observe(account("a", "ns"))])
     parsed: list[str] = []
-    real = bodies.declarations.parse
+    real = records.declarations.parse
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         parsed.append("x")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bodies.declarations, "parse", counting)
+    monkeypatch.setattr(records.declarations, "parse", counting)
     accounts.apply("MODIFIED", account("a", "ns", version="2", observedGeneration=1))
     assert parsed == []  # same uid and generation: the spec cannot have changed
     assert accounts.named["a"].status == {"observedGeneration": 1}

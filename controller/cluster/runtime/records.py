@@ -1,4 +1,4 @@
-"""Raw Kubernetes bodies, and what the operator keeps of them in memory.
+"""The records the caches keep of the objects the operator follows, and the labels it writes.
 
 An ``Observed`` is one custom resource as last seen: its identity, its
 declaration (or why it has none) and its current status. A ``Digest`` is a
@@ -12,33 +12,14 @@ import copy
 import dataclasses
 import json
 import sys
-from collections.abc import Collection, Mapping
-from typing import Any, TypedDict
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from controller.core import catalog, declarations, findings, rendering, validation
+from controller.core.rendering import LABEL_PLAN as LABEL_PLAN
 
-# On an account's namespace (read by the admission policy) and on its ConfigMap,
-# so that a restarted operator knows the namespace is labelled without a write.
-LABEL_PLAN = f"{catalog.GROUP}/plan"
-
-
-class Meta(TypedDict, total=False):
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    ownerReferences: list[dict[str, Any]]
-
-
-class Body(TypedDict, total=False):
-    apiVersion: str
-    kind: str
-    metadata: Meta
-    spec: dict[str, Any]
-    status: dict[str, Any]
-    data: dict[str, str]
+# The field manager of every write the operator makes (clients.py).
+FIELD_MANAGER = "settings-controller"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -174,19 +155,98 @@ class Digest:
     owners: tuple[str, ...]  # ownerReferences' uids (one, nearly always: a tuple is small)
     managed: bool  # carries our managed-by label
     plan: str = ""  # the plan label: the plan the namespace was labelled with when written
+    applied: bool = False  # our field manager holds fields of it (managedFields)
+    account_owned: bool = False  # an ownerReference names an Account
+    keys: tuple[str, ...] = ()  # the names in .data, sorted (never a value)
+    binary_keys: tuple[str, ...] = ()  # the names in .binaryData: never the operator's
+
+    @property
+    def generated(self) -> bool:
+        """Whether the operator wrote it for an account: an ownerReference to an Account
+        (a uid the garbage collector checks: nobody sets one by accident, and a forged one
+        gets the object deleted with that Account anyway) and our label or our field
+        manager (a hand edit removing one leaves the other; the label is then put back).
+        A label alone, which anyone can set, proves nothing."""
+        return self.account_owned and (self.managed or self.applied)
+
+    def foreign_keys(self, data: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The names in .data and .binaryData that a render to ``data`` does not hold."""
+        return tuple(k for k in self.keys if k not in data), self.binary_keys
 
 
 def digest(body: Mapping[str, Any]) -> Digest:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
-    digest = rendering.content_hash(dict(body.get("data") or {}))
-    if body.get("binaryData") or body.get("stringData"):
+    data = dict(body.get("data") or {})
+    binary = body.get("binaryData") or {}
+    digest = rendering.content_hash(data)
+    if binary or body.get("stringData"):
         # Never what the operator writes: whatever the data says, rewrite it.
         digest = "foreign-shape:" + digest
+    managers = meta.get("managedFields") or ()
+    references = meta.get("ownerReferences") or ()
     return Digest(
         namespace=_shared(str(meta.get("namespace", ""))),
         content_hash=digest,
-        owners=tuple(sorted(_shared(str(o.get("uid"))) for o in meta.get("ownerReferences") or ())),
+        owners=tuple(sorted(_shared(str(o.get("uid"))) for o in references)),
         managed=labels.get(rendering.LABEL_MANAGED_BY) == rendering.MANAGED_BY,
         plan=_shared(str(labels.get(LABEL_PLAN, ""))),
+        applied=any(isinstance(m, Mapping) and m.get("manager") == FIELD_MANAGER for m in managers),
+        account_owned=any(
+            o.get("kind") == catalog.ACCOUNT and o.get("apiVersion") == catalog.API_VERSION
+            for o in references
+        ),
+        keys=_shared_names(data),
+        binary_keys=_shared_names(binary) if isinstance(binary, Mapping) else (),
     )
+
+
+# Every account's ConfigMap holds the same few names: one tuple for each set of
+# them, however many objects hold it (a tuple per object was ~100 bytes each).
+_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared_names(mapping: Mapping[str, Any]) -> tuple[str, ...]:
+    names = tuple(sorted(str(k) for k in mapping))
+    if len(_NAMES) >= 1024:  # hand-added names come and go: keep it small
+        _NAMES.clear()
+    return _NAMES.setdefault(names, names)
+
+
+class World:
+    """Followed Accounts and overrides as the core's ``decisions.World``: ``tenants`` maps a
+    namespace to the Account objects naming it, ``overrides`` a namespace to its
+    IntegrationSettings objects, each by name (the operator's views and the gateway's
+    stores alike)."""
+
+    def __init__(
+        self,
+        tenants: Mapping[str, Mapping[str, Observed]],
+        overrides: Mapping[str, Mapping[str, Observed]],
+    ) -> None:
+        self.tenants, self.overrides = tenants, overrides
+
+    def observed_accounts(self, namespace: str) -> list[Observed]:
+        """Every Account object naming ``namespace`` (valid or not), by name."""
+        claiming = self.tenants.get(namespace) or {}
+        return [claiming[name] for name in sorted(claiming)]
+
+    def claimants(self, namespace: str) -> Sequence[declarations.Account]:
+        return [
+            o.declaration
+            for o in self.observed_accounts(namespace)
+            if isinstance(o.declaration, declarations.Account)
+            and o.declaration.namespace == namespace
+        ]
+
+    def namesakes(self, name: str) -> int:
+        return 1  # the API server keeps names unique
+
+    def overrides_in(
+        self, namespace: str
+    ) -> Mapping[str, Sequence[declarations.IntegrationSettings]]:
+        return {
+            o.declaration.type: [o.declaration]
+            for o in (self.overrides.get(namespace) or {}).values()
+            if isinstance(o.declaration, declarations.IntegrationSettings)
+        }

@@ -2,7 +2,7 @@
 
 Each kind is followed with one list and one watch across all namespaces,
 limited server-side to the generated object's name (``following``). What is
-kept of an object is its ``bodies.Digest``: a content hash, its owners, two
+kept of an object is its ``records.Digest``: a content hash, its owners, two
 labels. The reconciler compares a render with it to skip unchanged writes, and
 ``Reconciler.generated_changed`` tells the echo of its own write from a drift.
 """
@@ -13,26 +13,26 @@ import asyncio
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from controller.cluster import bodies
+from controller.cluster.runtime import records
 from controller.core import rendering
 
 # What a change reports: (namespace, the object as now seen, None when deleted).
-Change = tuple[str, bodies.Digest | None]
+Change = tuple[str, records.Digest | None]
 
 
-class Digests(Mapping[str, bodies.Digest]):
+class Digests(Mapping[str, records.Digest]):
     """namespace -> the generated object of one kind there (a read-only mapping)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._by_namespace: dict[str, bodies.Digest] = {}
+        self._by_namespace: dict[str, records.Digest] = {}
         self._ready = asyncio.Event()
 
     @property
     def ready(self) -> asyncio.Event:
         return self._ready
 
-    def __getitem__(self, namespace: str) -> bodies.Digest:
+    def __getitem__(self, namespace: str) -> records.Digest:
         return self._by_namespace[namespace]
 
     def __iter__(self) -> Iterator[str]:
@@ -41,8 +41,8 @@ class Digests(Mapping[str, bodies.Digest]):
     def __len__(self) -> int:
         return len(self._by_namespace)
 
-    def replace(self, listed: Iterable[bodies.Digest]) -> list[Change]:
-        """Take a full listing (reduced by ``bodies.digest`` as it was read); what changed
+    def replace(self, listed: Iterable[records.Digest]) -> list[Change]:
+        """Take a full listing (reduced by ``records.digest`` as it was read); what changed
         since the last one (nothing, the first time)."""
         fresh = {o.namespace: o for o in listed}
         before, self._by_namespace = self._by_namespace, fresh
@@ -55,7 +55,7 @@ class Digests(Mapping[str, bodies.Digest]):
         ]
 
     def apply(self, event_type: str, body: Mapping[str, Any]) -> list[Change]:
-        seen = bodies.digest(body)
+        seen = records.digest(body)
         before = self._by_namespace.get(seen.namespace)
         if event_type == "DELETED":
             self._by_namespace.pop(seen.namespace, None)
@@ -112,6 +112,6 @@ def namespace_labels(body: Mapping[str, Any]) -> tuple[str, tuple[str, str]]:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
     return str(meta.get("name", "")), (
-        str(labels.get(bodies.LABEL_PLAN, "")),
+        str(labels.get(records.LABEL_PLAN, "")),
         str(labels.get(rendering.LABEL_ACCOUNT, "")),
     )

@@ -15,20 +15,24 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
 import pathlib
+import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any, Protocol, TypeVar
 
+import yaml
 from lightkube import KubeConfig
 
-from controller.cluster import sessions
-from controller.core import catalog
+from controller.cluster.runtime import correlating, kubeconfigs, records, sessions
+from controller.core import catalog, credentials, errors
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FIELD_MANAGER = "settings-controller"
+FIELD_MANAGER = records.FIELD_MANAGER
 LIST_PAGE = 500  # objects per list request
 WATCH_SECONDS = 290  # the server ends a watch after this; it is resumed from the last version
 
@@ -68,6 +72,43 @@ class Paths:
         return path + (f"/{sub}" if sub else "")
 
 
+class KubeconfigError(errors.SettingsError):
+    """The kubeconfig cannot be used: missing, not a kubeconfig, no current context..."""
+
+
+def load_kubeconfig(kubeconfig: pathlib.Path | None) -> KubeConfig:
+    """The kubeconfig as lightkube reads it; KubeconfigError naming the file and the
+    problem in one line (never a snippet of the file: it may hold a token)."""
+    where = (
+        str(kubeconfig)
+        if kubeconfig
+        else os.environ.get("KUBECONFIG") or "(in-cluster ServiceAccount or ~/.kube/config)"
+    )
+    try:
+        if kubeconfig is not None and kubeconfig.is_dir():
+            raise KubeconfigError(f"kubeconfig {where}: a directory, not a file")
+        config = KubeConfig.from_file(kubeconfig) if kubeconfig else kubeconfigs.from_env()
+        config.get()  # the current context: refused here, not at the first request
+        return config
+    except KubeconfigError:
+        raise
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise KubeconfigError(f"kubeconfig {where}: not YAML{at}") from None
+    except KeyError as e:  # a key lightkube expects (a name, never a value)
+        raise KubeconfigError(f"kubeconfig {where}: not a kubeconfig (no {e.args[0]!r})") from None
+    except (yaml.YAMLError, AttributeError, TypeError, IndexError) as e:
+        raise KubeconfigError(
+            f"kubeconfig {where}: not a kubeconfig ({type(e).__name__})"
+        ) from None
+    except OSError as e:
+        raise KubeconfigError(f"kubeconfig {where}: {e.strerror or e}") from None
+    except Exception as e:  # lightkube's ConfigError: its messages name no secret
+        message = str(e).replace(f"Configuration file {kubeconfig} not found", "no such file")
+        raise KubeconfigError(f"kubeconfig {where}: {message}") from None
+
+
 class RequestError(Exception):
     """A request the API server refused, or could not take; ``status`` is the HTTP code (0: none)."""
 
@@ -89,8 +130,21 @@ class Writer(Protocol):
 
     async def apply(self, manifest: Mapping[str, Any]) -> None: ...
 
-    async def patch_status(
-        self, kind: str, name: str, namespace: str | None, status: Mapping[str, Any]
+    async def apply_status(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        status: Mapping[str, Any],
+        field_manager: str,
+    ) -> None: ...
+
+    async def remove_status(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        fields: Mapping[str, Collection[str] | None],
     ) -> None: ...
 
     async def post_event(
@@ -101,9 +155,18 @@ class Writer(Protocol):
 
     async def remove_labels(self, kind: str, name: str, labels: Collection[str]) -> None: ...
 
+    async def remove_keys(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        data: Collection[str],
+        binary_data: Collection[str] = (),
+    ) -> None: ...
+
 
 class Client:
-    """Server-side apply under one field manager, status patches, events, lists and watches."""
+    """Server-side apply (statuses under their writer's field manager), events, lists and watches."""
 
     def __init__(
         self,
@@ -113,6 +176,9 @@ class Client:
     ) -> None:
         self._session = session
         self._path = Paths(cat)
+        self.events = correlating.Correlator()
+        # Told "created", "aggregated" (a count patched) or "suppressed" per Event posted.
+        self.on_event: Callable[[str], None] = lambda outcome: None
         self._apply = {"fieldManager": field_manager, "force": "true"}
 
     @classmethod
@@ -122,9 +188,26 @@ class Client:
         cat: catalog.Catalog | None = None,
         field_manager: str = FIELD_MANAGER,
     ) -> Client:
-        """From a kubeconfig file, else in-cluster (the ServiceAccount), else $KUBECONFIG."""
-        config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
-        return cls(sessions.Session.from_config(config), cat, field_manager)
+        """From a kubeconfig file, else in-cluster (the ServiceAccount), else $KUBECONFIG;
+        KubeconfigError when it cannot be used."""
+        config = load_kubeconfig(kubeconfig)
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "(in-cluster)"
+        try:
+            session = sessions.Session.from_config(config)
+        except ssl.SSLError as e:
+            raise KubeconfigError(
+                f"kubeconfig {where}: unusable certificate ({e.reason})"
+            ) from None
+        except OSError as e:  # a CA, client certificate or token file it names
+            named = f": {e.filename}" if e.filename else ""
+            raise KubeconfigError(f"kubeconfig {where}: {e.strerror or e}{named}") from None
+        except ValueError as e:  # no cluster or user, an auth-provider, bad base64
+            raise KubeconfigError(f"kubeconfig {where}: {e or type(e).__name__}") from None
+        return cls(session, cat, field_manager)
+
+    @property
+    def session(self) -> sessions.Session:
+        return self._session
 
     async def close(self) -> None:
         await self._session.close()
@@ -156,50 +239,126 @@ class Client:
             self._apply,
         )
 
-    async def patch_status(
-        self, kind: str, name: str, namespace: str | None, status: Mapping[str, Any]
+    async def apply_status(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        status: Mapping[str, Any],
+        field_manager: str,
     ) -> None:
+        """Server-side apply of ``status`` on the status subresource under ``field_manager``.
+
+        ``status`` is every status field this writer owns, and only those: a field it
+        owned and leaves out is removed, a field another manager owns is left alone,
+        and ``conditions`` (a map list keyed by ``type``, schemas/common.json) is
+        owned entry by entry. So two writers of one object's status (the account
+        reconciler, the key checker) never drop each other's conditions, whatever
+        view each computed from. ``force``: a value another manager set is taken
+        over, not a 409. A missing object is no error (the status subresource never
+        creates one: deleted meanwhile, nothing to report on)."""
+        manifest: dict[str, Any] = {
+            "apiVersion": catalog.API_VERSION,
+            "kind": kind,
+            "metadata": {"name": name, **({"namespace": namespace} if namespace else {})},
+            "status": dict(status),
+        }
         try:
             await self._call(
                 f"status of {kind} {_where(namespace, name)}",
                 "PATCH",
                 self._path(kind, namespace, name, "status"),
-                {"status": dict(status)},
+                manifest,
+                "application/apply-patch+yaml",
+                {"fieldManager": field_manager, "force": "true"},
+            )
+        except WriteError as e:
+            if e.status != 404:
+                raise
+
+    async def remove_status(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        fields: Mapping[str, Collection[str] | None],
+    ) -> None:
+        """Remove status fields (field -> the keys of that map to remove, or None: the whole
+        field) with a merge patch: it removes them whatever manager owns them, which an
+        apply cannot (what the operator wrote before its statuses were applied is owned
+        by that older write)."""
+        try:
+            await self._call(
+                f"status of {kind} {_where(namespace, name)}",
+                "PATCH",
+                self._path(kind, namespace, name, "status"),
+                {
+                    "status": {
+                        field: None if keys is None else dict.fromkeys(keys)
+                        for field, keys in fields.items()
+                    }
+                },
                 "application/merge-patch+json",
             )
         except WriteError as e:
-            if e.status != 404:  # deleted meanwhile: nothing to report on
+            if e.status != 404:
                 raise
 
     async def post_event(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str
     ) -> None:
-        """A core/v1 Event about ``involved`` (cluster-scoped objects: in ``default``)."""
-        now = datetime.datetime.now(datetime.UTC)
-        namespace = involved.get("namespace") or "default"
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "generateName": f"{involved['name']}.",
-                "namespace": namespace,
-            },
-            "involvedObject": dict(involved),
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": FIELD_MANAGER},
-            "reportingComponent": FIELD_MANAGER,
-            "reportingInstance": FIELD_MANAGER,
-            "firstTimestamp": now.isoformat(),
-            "lastTimestamp": now.isoformat(),
-            "count": 1,
-        }
+        """A core/v1 Event about ``involved`` (cluster-scoped objects: in ``default``),
+        aggregated, deduplicated and rate-limited per object (``correlating``)."""
+        now = time.time()
+        # A name in the message may be shaped like a key: masked as the core prints it.
+        write = self.events.correlate(
+            involved, type_, reason, credentials.redact(message)[:1024], now
+        )
+        if write is None:
+            self.on_event("suppressed")
+            return
+        stamp = _timestamp(now)
         try:
-            await self._call("event", "POST", self._path("Event", namespace), body)
+            if not write.create:
+                try:
+                    await self._call(
+                        "event",
+                        "PATCH",
+                        self._path("Event", write.namespace, write.name),
+                        {"count": write.count, "lastTimestamp": stamp, "message": write.message},
+                        "application/merge-patch+json",
+                    )
+                    self.on_event("aggregated")
+                    return
+                except WriteError as e:
+                    if e.status != 404:  # expired (the API server keeps Events an hour)
+                        raise
+            body = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": write.name, "namespace": write.namespace},
+                "involvedObject": dict(involved),
+                "type": type_,
+                "reason": reason,
+                "message": write.message,
+                "source": {"component": FIELD_MANAGER},
+                "reportingComponent": FIELD_MANAGER,
+                "reportingInstance": FIELD_MANAGER,
+                "firstTimestamp": _timestamp(write.first),
+                "lastTimestamp": stamp,
+                "count": write.count,
+            }
+            await self._call("event", "POST", self._path("Event", write.namespace), body)
+            self.on_event("created")
         except WriteError as e:
             # Events are best effort: the condition carries the same message.
             log.warning("could not post event %s about %s: %s", reason, involved["name"], e)
+
+    async def post(
+        self, what: str, path: str, body: Mapping[str, Any], params: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``path`` (a review, a dry-run create); WriteError with the status."""
+        return sessions.decode(await self._call(what, "POST", path, body, params=params))
 
     async def delete(self, kind: str, namespace: str | None, name: str) -> None:
         """Delete; a missing object is no error (someone was first)."""
@@ -223,6 +382,34 @@ class Client:
                 self._path(kind, None, name),
                 patch,
                 "application/merge-patch+json",
+            )
+        except WriteError as e:
+            if e.status != 404:
+                raise
+
+    async def remove_keys(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        data: Collection[str],
+        binary_data: Collection[str] = (),
+    ) -> None:
+        """Remove keys from a ConfigMap's or Secret's data and binaryData (a merge patch:
+        it removes fields whatever field manager owns them, which an apply cannot)."""
+        patch: dict[str, Any] = {}
+        if data:
+            patch["data"] = dict.fromkeys(data)
+        if binary_data:
+            patch["binaryData"] = dict.fromkeys(binary_data)
+        try:
+            await self._call(
+                f"remove keys of {kind} {_where(namespace, name)}",
+                "PATCH",
+                self._path(kind, namespace, name),
+                patch,
+                "application/merge-patch+json",
+                {"fieldManager": self._apply["fieldManager"]},
             )
         except WriteError as e:
             if e.status != 404:
@@ -276,15 +463,19 @@ class Client:
         """Changes to every ``kind`` carrying ``label``; an object that loses it is DELETED."""
         return self._watch(kind, None, _Selector(label=label), resource_version)
 
-    async def secrets(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
-        """Every Secret in ``namespace`` as plain dicts, and the list's resourceVersion."""
-        return await self._list("Secret", namespace, _Selector(), dict)
+    async def secrets(
+        self, namespace: str, name: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every Secret in ``namespace`` (only the one called ``name``, by a field selector)
+        as plain dicts, and the list's resourceVersion."""
+        return await self._list("Secret", namespace, _named(name), dict)
 
     def watch_secrets(
-        self, namespace: str, resource_version: str
+        self, namespace: str, resource_version: str, name: str | None = None
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Changes to Secrets in ``namespace`` after ``resource_version``; raises when it breaks."""
-        return self._watch("Secret", namespace, _Selector(), resource_version)
+        """Changes to Secrets in ``namespace`` (only the one called ``name``) after
+        ``resource_version``; raises when it breaks."""
+        return self._watch("Secret", namespace, _named(name), resource_version)
 
     async def _list(
         self,
@@ -328,6 +519,41 @@ class Client:
                 yield type_, body
         except sessions.HttpError as e:
             raise ReadError(f"watch {kind} {selector}: {e}", e.status) from e
+
+    # --- who may read /metrics (controller.cluster.serving) --------------------------
+
+    async def review_token(self, token: str) -> dict[str, Any]:
+        """A TokenReview's status: ``authenticated`` and ``user`` (name, uid, groups, extra)."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        }
+        raw = await self._call(
+            "token review", "POST", "/apis/authentication.k8s.io/v1/tokenreviews", body
+        )
+        return dict(sessions.decode(raw).get("status") or {})
+
+    async def review_access(self, user: Mapping[str, Any], path: str, verb: str) -> bool:
+        """Whether ``user`` (a TokenReview's) may ``verb`` the non-resource URL ``path``."""
+        spec: dict[str, Any] = {
+            "user": user.get("username", ""),
+            "groups": list(user.get("groups") or ()),
+            "nonResourceAttributes": {"path": path, "verb": verb},
+        }
+        if user.get("uid"):
+            spec["uid"] = user["uid"]
+        if user.get("extra"):
+            spec["extra"] = user["extra"]
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": spec,
+        }
+        raw = await self._call(
+            "access review", "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body
+        )
+        return bool((sessions.decode(raw).get("status") or {}).get("allowed"))
 
     # --- the leader-election Lease (controller.cluster.leases) ----------------------
 
@@ -383,6 +609,14 @@ class _Selector:
         if self.field:
             return "=".join(self.field)
         return f"labelled {self.label}" if self.label else "all"
+
+
+def _named(name: str | None) -> _Selector:
+    return _Selector(field=("metadata.name", name)) if name is not None else _Selector()
+
+
+def _timestamp(unix: float) -> str:
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _where(namespace: str | None, name: str) -> str:

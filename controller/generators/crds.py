@@ -9,7 +9,7 @@ the API server prunes unknown fields instead, and ``kubectl`` refuses them under
 strict field validation). Rules the schema states elsewhere (the global's name,
 the override's name) become CEL ``x-kubernetes-validations``, so the API
 server refuses them at admission; everything about ``overrides`` is checked by
-the admission policies ``controller.cluster.policies`` builds.
+the admission policies ``controller.generators.policies`` builds.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import jsonschema
 
-from controller.core import catalog, errors
+from controller.core import catalog, errors, validation
 
 GENERATED_HEADER = (
     "# DO NOT EDIT: generated from schemas/ by `settings-controller crds --output-dir deploy/crd "
@@ -110,7 +110,7 @@ def structural(node: Any, where: str = "") -> Any:
 def _check_default(node: Mapping[str, Any], value: Any, where: str) -> None:
     schema = {k: v for k, v in node.items() if k != "default"}
     try:
-        jsonschema.validate(value, schema, cls=jsonschema.Draft202012Validator)
+        jsonschema.validate(value, schema, cls=validation.Validator)
     except jsonschema.ValidationError as e:
         raise errors.SchemaError(f"schemas: {where}: default does not match its schema") from e
 

@@ -1,16 +1,12 @@
 """The custom resources as last seen: every GlobalSettings, Account and IntegrationSettings.
 
 Each kind is followed with one paged list and one watch (``following``), and
-every object is kept as a ``bodies.Observed``: its identity, the core's
-declaration (or why it has none) and its status, nothing else of the body.
-kopf used to hold them in its indexes: at 10,000 accounts it kept every
-listed body, and a worker, a queue and four memories per object, until the
-last of 14,000 was indexed, and its per-object processing was most of a
-cold start (tests/bench/README.md). kopf still runs the operator: its event
-loop, start-up and clean-up handlers, login and probes.
+every object is kept as a ``records.Observed``: its identity, the core's
+declaration (or why it has none) and its status, nothing else of the body
+(kopf held far more: ``cluster.hosting`` says how much).
 
 A store reports what a listing or an event changed as ``(before, after)``
-pairs (None: absent); ``running`` hands them to the reconciler.
+pairs (None: absent); the operator's routes (``operating``) map them to keys.
 """
 
 from __future__ import annotations
@@ -19,19 +15,19 @@ import asyncio
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from controller.cluster import bodies
+from controller.cluster.runtime import records
 
-Key = tuple[str | None, str]  # namespace (None: cluster-scoped), name
-Change = tuple[bodies.Observed | None, bodies.Observed | None]  # before, after
+ObjectKey = tuple[str | None, str]  # namespace (None: cluster-scoped), name
+Change = tuple[records.Observed | None, records.Observed | None]  # before, after
 
 
-class Named(Mapping[str, bodies.Observed]):
+class Named(Mapping[str, records.Observed]):
     """A cluster-scoped kind's objects by name (a read-only view of ``Resources``)."""
 
-    def __init__(self, objects: dict[Key, bodies.Observed]) -> None:
+    def __init__(self, objects: dict[ObjectKey, records.Observed]) -> None:
         self._objects = objects
 
-    def __getitem__(self, name: str) -> bodies.Observed:
+    def __getitem__(self, name: str) -> records.Observed:
         return self._objects[(None, name)]
 
     def __iter__(self) -> Iterator[str]:
@@ -41,7 +37,7 @@ class Named(Mapping[str, bodies.Observed]):
         return len(self._objects)
 
 
-class Grouped(Mapping[str, Mapping[str, bodies.Observed]]):
+class Grouped(Mapping[str, Mapping[str, records.Observed]]):
     """namespace -> the objects concerning it, by name (a read-only view of ``Resources``).
 
     Held as a tuple of names per namespace, not a dict: one namespace nearly
@@ -49,11 +45,13 @@ class Grouped(Mapping[str, Mapping[str, bodies.Observed]]):
     ~200 bytes per account at rest.
     """
 
-    def __init__(self, objects: dict[Key, bodies.Observed], names: dict[str, tuple[Key, ...]]):
+    def __init__(
+        self, objects: dict[ObjectKey, records.Observed], names: dict[str, tuple[ObjectKey, ...]]
+    ):
         self._objects = objects
         self._names = names
 
-    def __getitem__(self, namespace: str) -> Mapping[str, bodies.Observed]:
+    def __getitem__(self, namespace: str) -> Mapping[str, records.Observed]:
         return {key[1]: self._objects[key] for key in self._names[namespace]}
 
     def __iter__(self) -> Iterator[str]:
@@ -76,14 +74,14 @@ class Resources:
     def __init__(
         self,
         kind: str,
-        observe: Callable[[Mapping[str, Any]], bodies.Observed],
-        group: Callable[[bodies.Observed], str | None] = lambda o: o.namespace,
+        observe: Callable[[Mapping[str, Any]], records.Observed],
+        group: Callable[[records.Observed], str | None] = lambda o: o.namespace,
     ) -> None:
         self.kind = kind
         self.observe = observe
         self._group = group
-        self._objects: dict[Key, bodies.Observed] = {}
-        self._groups: dict[str, tuple[Key, ...]] = {}
+        self._objects: dict[ObjectKey, records.Observed] = {}
+        self._groups: dict[str, tuple[ObjectKey, ...]] = {}
         self._ready = asyncio.Event()
         self.named = Named(self._objects)
         self.grouped = Grouped(self._objects, self._groups)
@@ -92,13 +90,13 @@ class Resources:
     def ready(self) -> asyncio.Event:
         return self._ready
 
-    def get(self, name: str, namespace: str | None = None) -> bodies.Observed | None:
+    def get(self, name: str, namespace: str | None = None) -> records.Observed | None:
         return self._objects.get((namespace, name))
 
     def __len__(self) -> int:
         return len(self._objects)
 
-    def replace(self, listed: Iterable[bodies.Observed]) -> list[Change]:
+    def replace(self, listed: Iterable[records.Observed]) -> list[Change]:
         """Take a full listing (each object reduced by ``observe`` as its page was read);
         every difference from what was held, the first listing's objects included."""
         fresh = {(o.namespace, o.name): o for o in listed}
@@ -121,11 +119,11 @@ class Resources:
             self._drop(before)
         if event_type == "DELETED":
             return [(before, None)]
-        after = (before and bodies.observe_again(before, body)) or self.observe(body)
+        after = (before and records.observe_again(before, body)) or self.observe(body)
         self._put(after)
         return [] if before == after else [(before, after)]
 
-    def _put(self, observed: bodies.Observed) -> None:
+    def _put(self, observed: records.Observed) -> None:
         key = (observed.namespace, observed.name)
         self._objects[key] = observed
         group = self._group(observed)
@@ -134,7 +132,7 @@ class Resources:
             if key not in members:
                 self._groups[group] = tuple(sorted((*members, key), key=_order))
 
-    def _drop(self, observed: bodies.Observed) -> None:
+    def _drop(self, observed: records.Observed) -> None:
         key = (observed.namespace, observed.name)
         self._objects.pop(key, None)
         group = self._group(observed)
@@ -147,5 +145,5 @@ class Resources:
             del self._groups[group]
 
 
-def _order(key: Key) -> tuple[str, str]:
+def _order(key: ObjectKey) -> tuple[str, str]:
     return (key[0] or "", key[1])

@@ -8,12 +8,13 @@ one row per key with the same reasons the operator writes to
 from __future__ import annotations
 
 import argparse
-import asyncio
+import ipaddress
 import json
 import os
 import pathlib
 import re
 import sys
+import urllib.parse
 from typing import Any
 
 import yaml
@@ -49,10 +50,61 @@ def register(sub: Any) -> None:
         "as _), e.g. SETTINGS_CONTROLLER_KEY_OPENAI",
     )
     parser.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS", help="per check (default 10)"
+        "--timeout",
+        type=common.positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="per check (default 10)",
+    )
+    parser.add_argument(
+        "--allow-insecure-endpoint",
+        action="store_true",
+        help="send keys to a plain http:// endpoint on another host too (refused by default: "
+        "the key would cross the network unencrypted); loopback is always allowed, with a warning",
     )
     parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     parser.set_defaults(handler=run)
+
+
+INSECURE = "plain http: the key is sent unencrypted"
+
+
+def _plain_http(target: connections.Target) -> bool:
+    return urllib.parse.urlsplit(target.endpoint).scheme.lower() == "http"
+
+
+def _loopback(target: connections.Target) -> bool:
+    host = urllib.parse.urlsplit(target.endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _insecure(args: argparse.Namespace, targets: list[connections.Target]) -> set[str] | None:
+    """The names of the targets reached over plain http, each warned about on stderr; None
+    (after one error line each) when one is on another host and not allowed."""
+    plain = [t for t in targets if _plain_http(t)]
+    refused = [t for t in plain if not _loopback(t)]
+    if refused and not args.allow_insecure_endpoint:
+        for t in refused:
+            print(
+                f"settings-controller: error: {t.name}: "
+                f"{connections.printable_endpoint(t.endpoint)} is {INSECURE.split(':')[0]}: "
+                "its key would cross the network unencrypted; use https, or pass "
+                "--allow-insecure-endpoint to send it anyway",
+                file=sys.stderr,
+            )
+        return None
+    for t in plain:
+        print(
+            f"settings-controller: warning: {t.name}: "
+            f"{connections.printable_endpoint(t.endpoint)}: {INSECURE}",
+            file=sys.stderr,
+        )
+    return {t.name for t in plain}
 
 
 def env_name(key: str) -> str:
@@ -74,17 +126,18 @@ def _key_reader(args: argparse.Namespace) -> Any:
 
 
 def _global(cat: catalog.Catalog, path: pathlib.Path) -> declarations.GlobalSettings | None:
+    within: str | None
     if path.is_dir():
-        root, files = path, loading.discover(path)
+        root, files, within = path, loading.discover(path), str(path)
     elif path.is_file():
-        root, files = path.parent, [path.name]
+        root, files, within = path.parent, [path.name], None  # named here: read where it is
     else:
         raise common.UsageError(f"settings-controller test-connection: {path}: no such file")
     found = []
     for rel in files:
-        loaded = loading.load_file(cat, root, rel)
+        loaded = loading.load_file(cat, root, rel, within)
         for finding in loaded.errors:
-            print(f"{root / rel}: error: {finding.message}", file=sys.stderr)
+            print(f"{common.shown(str(root / rel))}: error: {finding.message}", file=sys.stderr)
         found += [d for d in loaded.declarations if isinstance(d, declarations.GlobalSettings)]
     return found[0] if len(found) == 1 else None
 
@@ -94,19 +147,28 @@ def run(args: argparse.Namespace) -> int:
     global_ = _global(cat, args.path)
     if global_ is None:
         print(
-            f"settings-controller: error: no single valid GlobalIntegrationSettings in {args.path}",
+            "settings-controller: error: no single valid GlobalIntegrationSettings in "
+            f"{common.shown(str(args.path))}",
             file=sys.stderr,
         )
         return 1
     targets = connections.targets(cat, global_)
-    # Imported here: the provider client (aiohttp, its TLS context) is a tenth of a
-    # second that every other command, `reconcile` with nothing changed above all,
-    # need not pay.
+    insecure = _insecure(args, targets)
+    if insecure is None:
+        return 2
+    # Imported here: the provider client (aiohttp, its TLS context) and asyncio are a
+    # tenth of a second that every other command, `reconcile` with nothing changed
+    # above all, need not pay (each builds the parser, which imports this module).
+    import asyncio
+
     from controller.providers import checks
 
     outcomes = asyncio.run(checks.check_all(targets, _key_reader(args), timeout=args.timeout))
     verdict = connections.verdict(outcomes)
-    entries = [o.entry() for o in outcomes]
+    entries = [
+        {**o.entry(), "warning": INSECURE} if o.target.name in insecure else o.entry()
+        for o in outcomes
+    ]
     if args.output == "json":
         print(json.dumps({"connected": verdict.status == "True", "connections": entries}, indent=2))
     elif args.output == "yaml":
@@ -124,7 +186,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _table(entries: list[dict[str, Any]]) -> None:
-    header = ("INTEGRATION", "CREDENTIAL", "CONNECTED", "REASON", "LATENCY", "ENDPOINT")
+    # A WARNING column only when a row has one: the usual table stays as it was.
+    warned = any("warning" in e for e in entries)
+    header: tuple[str, ...] = ("INTEGRATION", "CREDENTIAL", "CONNECTED", "REASON", "LATENCY")
+    header += ("ENDPOINT", *(("WARNING",) if warned else ()))
     rows = [
         (
             e["integration"],
@@ -133,6 +198,7 @@ def _table(entries: list[dict[str, Any]]) -> None:
             e["reason"],
             f"{e['latencyMilliseconds']}ms",
             e["endpoint"],
+            *((e.get("warning", ""),) if warned else ()),
         )
         for e in entries
     ]

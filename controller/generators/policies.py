@@ -20,9 +20,11 @@ lack these policies, and the global may change after an object was admitted.
   (it would be copied into every account's ConfigMap), none as a Secret
   reference (it would be echoed in the global's status).
 * ``accounts``: no Account claims a reserved namespace.
-* ``operator-*``: the operator's own writes, matched by its ServiceAccount:
+* ``operator-*``: the operator's own writes, matched by its ServiceAccount's name in
+  whichever namespace it is installed (``MATCHES_OPERATOR``):
   only the Opaque Secret ``integration-credentials`` and the ConfigMap
-  ``integration-settings``, owned by an Account, outside reserved namespaces;
+  ``integration-settings``, owned by an Account, outside reserved namespaces and
+  its own;
   on Namespaces only the plan and account labels. RBAC cannot limit ``create``
   by name; this closes what it leaves open (deploy/README.md, "What the
   operator can write, where").
@@ -30,11 +32,11 @@ lack these policies, and the global may change after an object was admitted.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
-from controller.cluster import celrules
-from controller.core import catalog, declarations, rendering
+from controller.core import catalog, credentials, declarations, rendering
+from controller.generators import celrules
 
 PREFIX = "settings-controller"
 OVERRIDES = f"{PREFIX}-overrides"
@@ -47,9 +49,41 @@ OPERATOR_NAMESPACES = f"{PREFIX}-operator-namespaces"
 
 # The identity deploy/ runs the operator as (rbac/service_account.yaml).
 OPERATOR_NAMESPACE = "settings-controller-system"
-OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:settings-controller"
+OPERATOR_SERVICEACCOUNT = "settings-controller"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICEACCOUNT}"
 
-LABEL_PLAN = f"{catalog.GROUP}/plan"
+# The operator policies match its ServiceAccount in *any* namespace, not one
+# namespace written into the policy: an install in another namespace (a
+# kustomize overlay's `namespace:`, a Helm release namespace) is held without
+# any edit. kustomize `replacements` cannot do this for an overlay: they run in
+# the kustomization that declares them, before an overlay's namespace
+# transformer. Matching a ServiceAccount of that name in another namespace only
+# adds refusals (these policies only deny), and the operator proves at start-up
+# that it is matched (controller/cluster/confinement.py). A ServiceAccount
+# username is system:serviceaccount:<namespace>:<name>; namespaces are DNS labels.
+#
+# Every write of a matched resource by anyone pays this condition (issue 24, "the cluster
+# tax"), so the cheapest test comes first: a suffix comparison refuses almost every other
+# identity before the regular expression runs (CEL's && stops at the first false).
+_USER = "request.userInfo.username"
+MATCHES_OPERATOR = (
+    f"{_USER}.endsWith({celrules.string(':' + OPERATOR_SERVICEACCOUNT)}) && "
+    f"{_USER}.matches("
+    + celrules.string(
+        f"^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:{OPERATOR_SERVICEACCOUNT}$"
+    )
+    + ")"
+)
+
+
+def _own_namespace(namespace: str) -> str:
+    """CEL: ``namespace`` is the operator's own (the namespace in its username)."""
+    return (
+        f"{_USER} == {celrules.string('system:serviceaccount:')} + {namespace} + "
+        f"{celrules.string(':' + OPERATOR_SERVICEACCOUNT)}"
+    )
+
+
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server itself
 
 KEY_HINT = (
@@ -85,7 +119,10 @@ def _policy(
     spec: Json = {"failurePolicy": "Fail"}
     if param_kind is not None:
         spec["paramKind"] = param_kind
-    spec["matchConstraints"] = {"resourceRules": resources}
+    # Exact: the rules name every group and version they mean (apiVersions "*"); none of
+    # these resources is served under another group, so the API server's search for
+    # equivalent resources, run for every write a rule does not match, finds nothing.
+    spec["matchConstraints"] = {"matchPolicy": "Exact", "resourceRules": resources}
     if match_conditions:
         spec["matchConditions"] = match_conditions
     if variables:
@@ -112,13 +149,30 @@ def _policy(
     ]
 
 
-def _rule(group: str, resources: list[str], operations: list[str]) -> Json:
-    return {
+def _rule(
+    group: str, resources: list[str], operations: list[str], names: list[str] | None = None
+) -> Json:
+    rule: Json = {
         "apiGroups": [group],
         "apiVersions": ["*"],
         "operations": operations,
         "resources": resources,
     }
+    if names:
+        rule["resourceNames"] = names
+    return rule
+
+
+def _output_rules(resource: str, name: str) -> list[Json]:
+    """Creates of any name (RBAC cannot limit ``create`` by name), updates and deletes of
+    ``name`` only: RBAC (deploy/rbac/role.yaml) grants the operator ``patch`` and ``delete``
+    on this resource for that name alone and ``update`` not at all, so a write of another
+    name is refused before admission (tests/operator/test_admission_operator.py). Another
+    writer's update or delete of any other name matches nothing and costs nothing here."""
+    return [
+        _rule("", [resource], ["CREATE"]),
+        _rule("", [resource], ["UPDATE", "DELETE"], [name]),
+    ]
 
 
 def _integration_is(itype: catalog.IntegrationType) -> str:
@@ -279,6 +333,21 @@ def global_policy(cat: catalog.Catalog) -> list[Json]:
                     "reason": "Forbidden",
                 }
             )
+            endpoint = f"{ref}.endpoint"
+            for test, problem in (
+                (celrules.endpoint_userinfo(endpoint), credentials.ENDPOINT_USERINFO),
+                (celrules.endpoint_escape(endpoint), credentials.ENDPOINT_ESCAPE),
+                (celrules.endpoint_key(endpoint), credentials.ENDPOINT_KEY),
+            ):
+                validations.append(
+                    {
+                        "expression": f"!has({block}) || !has({block}.credentials) || "
+                        f"!has({ref}) || !has({endpoint}) || !({test})",
+                        "message": f"spec.integrations.{itype.name}.credentials.{slot}.endpoint: "
+                        + problem,
+                        "reason": "Forbidden",
+                    }
+                )
     return _policy(
         GLOBAL,
         [_rule(catalog.GROUP, [cat.kinds[catalog.GLOBAL].plural], ["CREATE", "UPDATE"])],
@@ -309,41 +378,59 @@ def _as_operator() -> list[Json]:
     return [
         {
             "name": "operator",
-            "expression": f"request.userInfo.username == {celrules.string(OPERATOR_USER)}",
+            "expression": MATCHES_OPERATOR,
         }
     ]
 
 
-def _owned_output(name: str, reserved: Collection[str], extra: str = "") -> list[Json]:
+def _per_operation(test: Callable[[str], str]) -> str:
+    """CEL: ``test`` of the object written (the old one for a DELETE). Each branch reads
+    ``object`` or ``oldObject`` directly: a conditional attribute in every reference, or
+    the object as a variable, cost the operator's writes more in the policy plugin
+    (tests/bench/admission.py)."""
+    return f"(request.operation == 'DELETE' ? {test('oldObject')} : {test('object')})"
+
+
+def _owned_output(
+    name: str, reserved: Collection[str], extra: Callable[[str], str] | None = None
+) -> list[Json]:
     """Validations for one output kind: its fixed name, an Account owner, no reserved namespace."""
-    obj = "(request.operation == 'DELETE' ? oldObject : object)"
-    owners = f"(has({obj}.metadata.ownerReferences) ? {obj}.metadata.ownerReferences : [])"
-    account_label = rendering.LABEL_ACCOUNT
-    claimed_by_other = (
-        f"has(namespaceObject.metadata.labels) && "
-        f"{celrules.string(account_label)} in namespaceObject.metadata.labels && "
-        f"!{owners}.exists(o, o.name == "
-        f"namespaceObject.metadata.labels[{celrules.string(account_label)}])"
-    )
+    account_label = celrules.string(rendering.LABEL_ACCOUNT)
+    labels = "namespaceObject.metadata.labels"
+
+    def named(obj: str) -> str:
+        return f"{obj}.metadata.name == {celrules.string(name)}" + (
+            f" && {extra(obj)}" if extra else ""
+        )
+
+    def owned(obj: str) -> str:
+        # Exactly one ownerReference, so "all of them" and "one of them" are that one.
+        owner = f"{obj}.metadata.ownerReferences[0]"
+        return (
+            f"has({obj}.metadata.ownerReferences) && size({obj}.metadata.ownerReferences) == 1 "
+            f"&& {owner}.apiVersion == {celrules.string(catalog.API_VERSION)} && "
+            f"{owner}.kind == {celrules.string(catalog.ACCOUNT)} && "
+            f"has({owner}.controller) && {owner}.controller && "
+            f"!(has({labels}) && {account_label} in {labels} && "
+            f"{owner}.name != {labels}[{account_label}])"
+        )
+
     return [
         {
-            "expression": f"{obj}.metadata.name == {celrules.string(name)}{extra}",
+            "expression": _per_operation(named),
             "message": "the settings-controller operator may write only the Opaque Secret "
             f"{rendering.CREDENTIALS_SECRET_NAME} and the ConfigMap {rendering.CONFIGMAP_NAME}",
             "reason": "Forbidden",
         },
         {
-            "expression": f"!(request.namespace in {celrules.strings(sorted(reserved))})",
+            "expression": f"!(request.namespace in {celrules.strings(sorted(reserved))}) && "
+            f"!({_own_namespace('request.namespace')})",
             "message": "the settings-controller operator may not write in a reserved namespace "
-            f"({', '.join(sorted(reserved))})",
+            f"({', '.join(sorted(reserved))}, and its own)",
             "reason": "Forbidden",
         },
         {
-            "expression": f"size({owners}) == 1 && {owners}.all(o, "
-            f"o.apiVersion == {celrules.string(catalog.API_VERSION)} && "
-            f"o.kind == {celrules.string(catalog.ACCOUNT)} && "
-            "has(o.controller) && o.controller) && "
-            f"!({claimed_by_other})",
+            "expression": _per_operation(owned),
             "message": f"the settings-controller operator may write {name} only as the output "
             "of the Account that claims the namespace (its one controller ownerReference)",
             "reason": "Forbidden",
@@ -352,43 +439,41 @@ def _owned_output(name: str, reserved: Collection[str], extra: str = "") -> list
 
 
 def operator_policies(reserved: Collection[str]) -> list[Json]:
-    ops = ["CREATE", "UPDATE", "DELETE"]
     secrets = _policy(
         OPERATOR_SECRETS,
-        [_rule("", ["secrets"], ops)],
+        _output_rules("secrets", rendering.CREDENTIALS_SECRET_NAME),
         _owned_output(
             rendering.CREDENTIALS_SECRET_NAME,
             reserved,
-            extra=" && has((request.operation == 'DELETE' ? oldObject : object).type) && "
-            "(request.operation == 'DELETE' ? oldObject : object).type == 'Opaque'",
+            extra=lambda obj: f"has({obj}.type) && {obj}.type == 'Opaque'",
         ),
         match_conditions=_as_operator(),
     )
     configmaps = _policy(
         OPERATOR_CONFIGMAPS,
-        [_rule("", ["configmaps"], ops)],
+        _output_rules("configmaps", rendering.CONFIGMAP_NAME),
         _owned_output(rendering.CONFIGMAP_NAME, reserved),
         match_conditions=_as_operator(),
     )
-    ours = celrules.strings([LABEL_PLAN, rendering.LABEL_ACCOUNT])
+    ours = celrules.strings([rendering.LABEL_PLAN, rendering.LABEL_ACCOUNT])
     new = "(has(object.metadata.labels) ? object.metadata.labels : {})"
     old = "(has(oldObject.metadata.labels) ? oldObject.metadata.labels : {})"
     new_notes = "(has(object.metadata.annotations) ? object.metadata.annotations : {})"
     old_notes = "(has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {})"
+    # No DELETE: RBAC grants the operator no ``delete`` on Namespaces (and no ``update``:
+    # its writes are patches), so it is refused before admission
+    # (tests/operator/test_admission_operator.py); another writer's namespace deletions
+    # match nothing here.
     namespaces = _policy(
         OPERATOR_NAMESPACES,
-        [_rule("", ["namespaces"], ops)],
+        [_rule("", ["namespaces"], ["CREATE", "UPDATE"])],
         [
             {
-                "expression": "request.operation != 'DELETE'",
-                "message": "the settings-controller operator never deletes a namespace",
-                "reason": "Forbidden",
-            },
-            {
-                "expression": "request.operation == 'DELETE' || !(object.metadata.name in "
-                f"{celrules.strings(sorted(reserved))})",
+                "expression": "!(object.metadata.name in "
+                f"{celrules.strings(sorted(reserved))}) && "
+                f"!({_own_namespace('object.metadata.name')})",
                 "message": "the settings-controller operator may not create or label a reserved "
-                f"namespace ({', '.join(sorted(reserved))})",
+                f"namespace ({', '.join(sorted(reserved))}, and its own)",
                 "reason": "Forbidden",
             },
             {
@@ -396,7 +481,7 @@ def operator_policies(reserved: Collection[str]) -> list[Json]:
                 f"{new}.all(k, k in {ours} || k == {celrules.string(NAMESPACE_NAME_LABEL)}) && "
                 f"size({new_notes}) == 0)",
                 "message": "the settings-controller operator may create a namespace only with "
-                f"the labels {LABEL_PLAN} and {rendering.LABEL_ACCOUNT}",
+                f"the labels {rendering.LABEL_PLAN} and {rendering.LABEL_ACCOUNT}",
                 "reason": "Forbidden",
             },
             {
@@ -404,7 +489,7 @@ def operator_policies(reserved: Collection[str]) -> list[Json]:
                 f"{new}.all(k, k in {ours} || (k in {old} && {old}[k] == {new}[k])) && "
                 f"{old}.all(k, k in {ours} || k in {new}) && {new_notes} == {old_notes})",
                 "message": "the settings-controller operator may change only the labels "
-                f"{LABEL_PLAN} and {rendering.LABEL_ACCOUNT} of a namespace",
+                f"{rendering.LABEL_PLAN} and {rendering.LABEL_ACCOUNT} of a namespace",
                 "reason": "Forbidden",
             },
         ],

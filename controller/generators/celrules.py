@@ -57,6 +57,23 @@ def key_shaped(expr: str) -> str:
     return f"(type({expr}) == string && ({' || '.join([*prefixes, f'({run})'])}))"
 
 
+def endpoint_userinfo(expr: str) -> str:
+    """``expr`` (a string) holds userinfo: the first test of ``credentials.endpoint_problem``."""
+    return f"{expr}.contains('@')"
+
+
+def endpoint_escape(expr: str) -> str:
+    """``expr`` (a string) holds a percent escape: the second test of
+    ``credentials.endpoint_problem`` (CEL has no URL decoding, so none is admitted)."""
+    return f"{expr}.contains('%')"
+
+
+def endpoint_key(expr: str) -> str:
+    """``expr`` (a string) holds a key: the third test of ``credentials.endpoint_problem``."""
+    separator = string(credentials.ENDPOINT_SEPARATOR)
+    return key_shaped(f"{expr}.replace({separator}, ' ')")
+
+
 def folded(expr: str) -> str:
     """``credentials.fold`` in CEL (ASCII lowercase: names that matter are ASCII)."""
     out = f"{expr}.lowerAscii()"

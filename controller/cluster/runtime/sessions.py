@@ -19,13 +19,14 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
 from lightkube import KubeConfig
 
-from controller.cluster import decoding
+from controller.cluster.runtime import decoding
 
 TOKEN_REREAD = 60.0  # seconds: projected ServiceAccount tokens are rotated on disk
 
@@ -62,6 +63,10 @@ class Session:
         self._session: aiohttp.ClientSession | None = None
         self._exec = exec_plugin  # lightkube's UserExec: command, args, env, apiVersion
         self._exec_expires: float | None = None  # monotonic; None: until a 401
+        self.host = urllib.parse.urlsplit(self.server).netloc
+        # Told of every answer (status code, 0: none; method; host), as client-go's
+        # rest_client_requests_total counts them (hosting.py points it at the metrics).
+        self.on_response: Callable[[int, str, str], None] = lambda code, method, host: None
 
     @classmethod
     def from_config(cls, config: KubeConfig, timeout: float = 30.0) -> Session:
@@ -83,9 +88,12 @@ class Session:
                 cadata = base64.b64decode(cluster.certificate_auth_data).decode()
                 context = ssl.create_default_context(cadata=cadata)
             elif cluster.certificate_auth:
-                context = ssl.create_default_context(
-                    cafile=str(conf.abs_file(cluster.certificate_auth))
-                )
+                cafile = str(conf.abs_file(cluster.certificate_auth))
+                try:
+                    context = ssl.create_default_context(cafile=cafile)
+                except OSError as e:  # ssl names no file: say which one
+                    e.filename = e.filename or cafile
+                    raise
             else:
                 context = ssl.create_default_context()
             _client_cert(context, conf)
@@ -182,6 +190,7 @@ class Session:
                     data=None if body is None else json.dumps(body, separators=(",", ":")),
                     headers=self._headers(content_type),
                 ) as response:
+                    self.on_response(response.status, method, self.host)
                     payload = await response.read()
                     if response.status == 401 and attempt == 1:
                         continue
@@ -189,6 +198,7 @@ class Session:
                         raise HttpError(response.status, _reason(payload, response.reason))
                     return payload
             except (TimeoutError, aiohttp.ClientError) as e:
+                self.on_response(0, method, self.host)
                 raise HttpError(0, type(e).__name__) from e
         raise AssertionError("unreachable")
 
@@ -204,6 +214,7 @@ class Session:
         Read in chunks and split here: aiohttp's ``readline`` refuses a line
         longer than its buffer (64 KiB), and an object may be up to 1 MiB.
         """
+        answered = False
         try:
             await self._credentials()
             async with self._open().get(
@@ -212,6 +223,8 @@ class Session:
                 headers=self._headers("application/json"),
                 timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=self._timeout.total),
             ) as response:
+                answered = True
+                self.on_response(response.status, "GET", self.host)
                 if response.status >= 300:
                     payload = await response.read()
                     raise HttpError(response.status, _reason(payload, response.reason))
@@ -223,6 +236,8 @@ class Session:
                         if line.strip():
                             yield decoding.loads(line)
         except (TimeoutError, aiohttp.ClientError) as e:
+            if not answered:  # a watch broken after its 200 was counted once already
+                self.on_response(0, "GET", self.host)
             raise HttpError(0, type(e).__name__) from e
 
     async def close(self) -> None:

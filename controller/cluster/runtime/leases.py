@@ -26,15 +26,31 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from controller.cluster.clients import WriteError
+from controller.cluster.runtime.clients import WriteError
 
 log = logging.getLogger(__name__)
 
-NAME = "settings-controller"
-DURATION = 15  # leaseDurationSeconds
-RENEW = 5.0  # seconds between renewals by the leader
+NAME = "settings-controller"  # --leader-election-id
+DURATION = 15  # leaseDurationSeconds (--leader-elect-lease-duration)
+RENEW = 5.0  # seconds between renewals by the leader (at most half the renew deadline)
 RENEW_DEADLINE = 10.0  # renewals refused for this long: the lead is lost (< DURATION)
-RETRY = 2.0  # seconds between acquisition tries by a standby
+RETRY = 2.0  # seconds between acquisition tries by a standby (< RENEW_DEADLINE)
+
+
+def check_timings(duration: float, renew_deadline: float, retry: float) -> None:
+    """client-go's rule: retry period < renew deadline < lease duration; ValueError if not."""
+    if duration < 1 or duration != int(duration):
+        raise ValueError(f"the lease duration ({duration:g}s) must be a whole number of seconds")
+    if not 0 < renew_deadline < duration:
+        raise ValueError(
+            f"the renew deadline ({renew_deadline:g}s) must be shorter than the lease duration "
+            f"({duration:g}s)"
+        )
+    if not 0 < retry < renew_deadline:
+        raise ValueError(
+            f"the retry period ({retry:g}s) must be shorter than the renew deadline "
+            f"({renew_deadline:g}s)"
+        )
 
 
 class LeaseApi(Protocol):
@@ -113,6 +129,10 @@ class Elector:
         self.renew_deadline = renew_deadline
         self.retry = retry
         self.leader = False
+        # The last acquisition try got the API server's answer (the Lease is ours or
+        # someone else's): a standby that can tell is ready; one that cannot is not.
+        self.answered = False
+        self._last_warning = ""
         self._on_change = on_change
         self._lease: dict[str, Any] | None = None
         self._renewed = 0.0  # time.monotonic() of the last successful acquire/renew
@@ -151,6 +171,7 @@ class Elector:
                 spec = current.get("spec") or {}
                 ours = spec.get("holderIdentity") == self.holder
                 if not ours and not expired(spec, now):
+                    self.answered, self._last_warning = True, ""
                     return False
                 transitions = int(spec.get("leaseTransitions") or 0) + (0 if ours else 1)
                 body = {
@@ -165,9 +186,15 @@ class Elector:
                 }
                 self._lease = await self.api.replace_lease(body)
         except WriteError as e:
-            if e.status != 409:  # 409: another replica was first; not worth a warning
+            self.answered = e.status != 0
+            # 409: another replica was first; not worth a warning. The same failure
+            # again (an API server down for an hour) is not repeated every RETRY s.
+            if e.status != 409 and str(e) != self._last_warning:
                 log.warning("could not acquire the lease %s/%s: %s", self.namespace, self.name, e)
+            self._last_warning = str(e) if e.status != 409 else ""
             return False
+        self.answered = True
+        self._last_warning = ""
         self._renewed = time.monotonic()
         return True
 
@@ -175,7 +202,8 @@ class Elector:
         """Wait until we hold the Lease; log once that we stand by, once that we lead."""
         waiting_logged = False
         while not await self.try_acquire():
-            if not waiting_logged:
+            # Unanswered: try_acquire's warning said why; standing by is for a held Lease.
+            if not waiting_logged and self.answered:
                 holder = await self._holder()
                 log.info(
                     "standing by: the lease %s/%s is held by %s; retrying every %.0f s",

@@ -1,10 +1,8 @@
-"""The platform keys: Secrets in the operator's namespace, followed by a list and a watch.
+"""The platform keys: the Secrets in the operator's namespace, as last listed or watched
+(``following.secrets_in`` keeps a ``SecretStore`` current).
 
-Not a kopf handler: kopf watches a resource in every namespace or in a fixed
-set, and the operator must watch its custom resources everywhere. Following
-Secrets through kopf would need the right to list every Secret in the
-cluster; this watch (``following``) needs it in one namespace. It is never a change-detecting
-handler either, so nothing ever copies a key into an annotation. Values stay
+Not a kopf handler (``cluster.hosting`` says why), so nothing ever copies a
+key into an annotation. Values stay
 base64, in memory, and are only ever compared or copied into the accounts'
 credential Secrets.
 """
@@ -12,28 +10,28 @@ credential Secrets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from controller.cluster import following
 
-OnChange = Callable[[frozenset[str]], Awaitable[None]]
+class PlatformKeys(Protocol):
+    """What reads a platform key: the reconciler (to copy it), the statuses (is it there),
+    the key checks (to send it to its provider). ``SecretStore`` is the one the operator runs."""
 
-
-class SecretSource(Protocol):
-    async def secrets(self, namespace: str) -> tuple[list[dict[str, Any]], str]: ...
-
-    def watch_secrets(
-        self, namespace: str, resource_version: str
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
+    def value(self, secret_name: str, key: str) -> str | None:
+        """The base64 value of a platform key, or None when missing or empty."""
+        ...
 
 
-class KeyStore:
+class SecretStore:
     """Secret name -> its data (base64 values), as last listed or watched."""
 
     def __init__(self) -> None:
         self._data: dict[str, dict[str, str]] = {}
         self.ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._data)
 
     def value(self, secret_name: str, key: str) -> str | None:
         value = self._data.get(secret_name, {}).get(key)
@@ -62,23 +60,3 @@ def _name(body: Mapping[str, Any]) -> str:
 
 def _data(body: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in (body.get("data") or {}).items()}
-
-
-async def follow(
-    source: SecretSource,
-    namespace: str,
-    store: KeyStore,
-    on_change: OnChange,
-    on_error: Callable[[], None] = lambda: None,
-    backoff: float = 2.0,
-) -> None:
-    """Keep ``store`` up to date with the Secrets in ``namespace``. Runs until cancelled."""
-    await following.follow(
-        f"Secrets in {namespace}",
-        lambda: source.secrets(namespace),
-        lambda version: source.watch_secrets(namespace, version),
-        store,
-        on_change,
-        on_error,
-        backoff,
-    )

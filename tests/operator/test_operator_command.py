@@ -1,0 +1,187 @@
+"""``settings-controller operator`` before it reaches a cluster: its flags (durations, the
+Lease timings' order, booleans as Go writes them), an unusable kubeconfig (one line naming
+the file, exit 1, never a traceback or a retry loop), and an unreachable API server (the
+probes answer, /readyz says not ready, SIGTERM stops it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import signal
+import subprocess
+import time
+
+import pytest
+
+from controller.commands import operator
+from tests.operator import support
+
+TOKEN = "Zq7TokVal-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("15s", 15.0), ("1m30s", 90.0), ("500ms", 0.5), ("2", 2.0), ("1.5s", 1.5), ("1h", 3600.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert operator.duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "15", "s", "15x", "-1s", "0s", "1s2", "nan", "999999h"])
+def test_durations_refused(text: str) -> None:
+    if text == "15":
+        assert operator.duration(text) == 15.0  # plain seconds are fine
+        return
+    with pytest.raises(argparse.ArgumentTypeError):
+        operator.duration(text)
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(support.CLI), "operator", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=support.guarded_env(pathlib.Path("/dev/null")),
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--leader-elect-renew-deadline=15s"],
+            "the renew deadline (15s) must be shorter than the lease duration (15s)",
+        ),
+        (
+            ["--leader-elect-retry-period=10s"],
+            "the retry period (10s) must be shorter than the renew deadline (10s)",
+        ),
+        (["--leader-elect-lease-duration=1.5s"], "must be a whole number of seconds"),
+        (["--leader-elect=maybe"], "expected true or false"),
+        (["--metrics-secure=nope"], "expected true or false"),
+        (["--log-format=xml"], "invalid choice"),
+        (["--log-level=trace"], "invalid choice"),
+        (["--metrics-bind-address=localhost"], "expected HOST:PORT"),
+        (["--metrics-bind-address=:99999"], "expected HOST:PORT"),
+    ],
+)
+def test_usage_errors_exit_2(flags: list[str], message: str) -> None:
+    proc = _run(*flags, "--kubeconfig=/nonexistent")
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _kubeconfig(server: str = "https://127.0.0.1:1", context: str = "x") -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": server}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": context,
+            "users": [{"name": "u", "user": {"token": TOKEN}}],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "no such file"),
+        ("", "directory"),
+        (f"users: [{{name: u, user: {{token: {TOKEN}}}]\n  bad: [", "not YAML at line"),
+        ("just text", "not a kubeconfig"),
+        (_kubeconfig(context="elsewhere"), "Context 'elsewhere' not found"),
+        (
+            json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": []}),
+            "not a kubeconfig (no 'contexts')",
+        ),
+        (
+            _kubeconfig().replace('"server"', '"certificate-authority": "/no/ca.crt", "server"'),
+            "/no/ca.crt",
+        ),
+    ],
+    ids=[
+        "missing",
+        "a-directory",
+        "garbage",
+        "not-a-mapping",
+        "no-such-context",
+        "no-context",
+        "missing-ca",
+    ],
+)
+def test_an_unusable_kubeconfig_is_one_line_and_exit_1(
+    tmp_path: pathlib.Path, content: str | None, problem: str
+) -> None:
+    path = tmp_path / "kubeconfig"
+    if content == "":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    started = time.monotonic()
+    proc = _run(f"--kubeconfig={path}", "--health-probe-bind-address=0", "--metrics-bind-address=0")
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - started < 30  # no retry loop
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"settings-controller: error: kubeconfig {path}: ")
+    assert problem in lines[0], lines[0]
+    assert TOKEN[3:11] not in proc.stderr
+
+
+def _answers(url: str) -> bool:
+    try:
+        return support.fetch(url, timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
+def test_an_unreachable_api_server_keeps_the_probes_up_and_not_ready(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Decided: an API server not answering at start is waited out (it may be restarting,
+    and a crash loop would only add backoff), retrying the confinement check (then the
+    Lease) every retry period, while
+    /healthz answers and /readyz does not; the log says why once, not every 2 s."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(_kubeconfig())
+    health, metrics = support.free_port(), support.free_port()
+    log = tmp_path / "operator.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(support.CLI),
+                "operator",
+                f"--kubeconfig={path}",
+                f"--health-probe-bind-address=127.0.0.1:{health}",
+                f"--metrics-bind-address=127.0.0.1:{metrics}",
+                "--log-format=text",
+                "--log-level=warning",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=support.guarded_env(tmp_path / "egress"),
+        )
+    try:
+        support.until(lambda: _answers(f"http://127.0.0.1:{health}/healthz"), "/healthz answers")
+        assert support.fetch(f"http://127.0.0.1:{health}/readyz")[0] == 503
+        status, body = support.fetch(f"https://127.0.0.1:{metrics}/metrics")
+        assert status == 401 and "bearer token" in body
+        time.sleep(5)  # two retry periods at least
+        assert support.fetch(f"http://127.0.0.1:{health}/readyz")[0] == 503
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0
+    text = log.read_text()
+    assert "Traceback" not in text
+    lines = text.splitlines()
+    # Text, not JSON, and warnings only (no "standing by", no start-up INFO lines).
+    assert lines and not any(line.startswith("{") for line in lines), text
+    assert not any(" INFO " in line or "[INFO" in line for line in lines), text
+    # The first thing it waits for is the confinement check (before the Lease): said once.
+    assert sum("confinement check:" in line and "retrying" in line for line in lines) == 1, text
+    assert TOKEN[3:11] not in text

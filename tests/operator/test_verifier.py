@@ -1,0 +1,329 @@
+"""The operator's check rounds (``controller.cluster.connections.Verifier``) against the provider
+simulator, without a control plane: a recording writer stands for the API server.
+
+A hostile answer to one key costs that key its row only; a round that fails anyway still
+answers for every key; the annotation re-checks every key; no 8-character run of any key
+reaches a status, an Event or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from controller.cluster import connections, metrics, reconciling
+from controller.cluster.runtime import records, resources, secrets
+from controller.core import catalog as catalog_
+from controller.core import connections as core_connections
+from controller.providers import checks
+from tests.connections import conftest as connections_conftest
+from tests.providers import simulator
+
+GOOD = {
+    "openai": "sk-proj-verifier-good-openai-AbCdEfGh0123",
+    "dalle": "sk-proj-verifier-good-dalle-BcDeFgHi1234",
+    "runware": "rwVerifierGoodRunwareCdEfGhIj2345",
+}
+
+
+class Writer:
+    """What the operator would send to the API server, kept to be searched."""
+
+    def __init__(self) -> None:
+        self.statuses: list[tuple[str, str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    async def apply(self, manifest: Mapping[str, Any]) -> None:
+        raise AssertionError("the verifier applies nothing")
+
+    async def apply_status(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        status: Mapping[str, Any],
+        field_manager: str,
+    ) -> None:
+        self.statuses.append((kind, name, json.loads(json.dumps(status))))
+
+    async def remove_status(
+        self, kind: str, name: str, namespace: str | None, fields: Mapping[str, Any]
+    ) -> None:
+        self.statuses.append((kind, name, {"removed": json.loads(json.dumps(fields))}))
+
+    async def post_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        self.events.append((type_, reason, message))
+
+    def connections(self) -> dict[str, str]:
+        """The latest status.connections of the global: target name -> reason."""
+        for _, _, status in reversed(self.statuses):
+            if "connections" in status:
+                return {
+                    f"{e['integration']}.{e['credential']}": e["reason"]
+                    for e in status["connections"]
+                }
+        return {}
+
+
+class Round:
+    def __init__(self, catalog: catalog_.Catalog, sim: simulator.Simulator) -> None:
+        self.catalog, self.sim = catalog, sim
+        self.writer = Writer()
+        self.store = secrets.SecretStore()
+        observe = functools.partial(records.observe, catalog)
+        self.globals = resources.Resources(catalog_.GLOBAL, observe)
+        self.views = reconciling.Views(
+            globals=self.globals.named,
+            accounts={},
+            tenants={},
+            overrides={},
+            configmaps={},
+            secrets={},
+        )
+        self.declare()
+        self.keys(GOOD)
+        self.verifier = connections.Verifier(
+            catalog, self.writer, self.store, self.views, metrics.Metrics(), 300.0, 2.0
+        )
+
+    def declare(self, annotation: str | None = None) -> None:
+        body = connections_conftest.global_body(connections_conftest.local_endpoints(self.sim))
+        body["metadata"] = {"name": "default", "uid": "g", "generation": 1}
+        if annotation:
+            body["metadata"]["annotations"] = {connections.ANNOTATION: annotation}
+        self.globals.replace([records.observe(self.catalog, body)])
+
+    def keys(self, values: Mapping[str, str]) -> None:
+        data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+        self.store.replace([{"metadata": {"name": "platform-api-keys"}, "data": data}])
+
+    def seen(self) -> None:
+        self.verifier.global_seen(self.views.globals["default"])
+
+
+async def _until(what: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def trusted(monkeypatch: pytest.MonkeyPatch) -> Any:
+    with simulator.Simulator() as sim:
+        for name, value in sim.env().items():
+            monkeypatch.setenv(name, value)
+        yield sim
+
+
+def test_a_hostile_answer_costs_one_key_and_the_annotation_rechecks_every_key(
+    catalog: catalog_.Catalog, trusted: simulator.Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Break 2 of issue 20 in the operator: a 200 of "[" x 5000 raised out of the round, every
+    # key stayed unreported until the next interval, and the annotation re-checked nothing.
+    hostile = {**GOOD, "dalle": "sk-proj-verifier-deep-json-DdEeFfGg3456"}
+    trusted.answer(hostile["dalle"], simulator.Answer("deep_json"))
+    caplog.set_level(logging.INFO)
+
+    async def main() -> None:
+        r = Round(catalog, trusted)
+        r.keys(hostile)
+        r.seen()
+        task = asyncio.create_task(r.verifier.run())
+        try:
+            await _until(lambda: len(r.writer.connections()) == 3)
+            assert r.writer.connections() == {
+                "image_generation.dalle": "UnexpectedResponse",
+                "image_generation.runware": "Verified",
+                "openai.apiKey": "Verified",
+            }
+            before = len(trusted.received)
+            r.declare(annotation="1")
+            r.seen()
+            await _until(lambda: len(trusted.received) >= before + 3, 5.0)
+            assert sorted(trusted.received_keys()[before:]) == sorted(hostile.values())
+        finally:
+            task.cancel()
+            await r.verifier.close()
+
+    asyncio.run(main())
+    assert "Traceback" not in caplog.text
+
+
+def test_a_round_that_raises_anyway_still_answers_for_every_key(
+    catalog: catalog_.Catalog,
+    trusted: simulator.Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Defence in depth: should check_all itself raise, every key gets a row (not "Checking"
+    # until the next interval), and the exception's text (which could hold what a provider
+    # sent) is not logged.
+    async def broken(*args: Any, **kwargs: Any) -> list[core_connections.Outcome]:
+        raise RecursionError(GOOD["openai"])
+
+    monkeypatch.setattr(checks, "check_all", broken)
+    caplog.set_level(logging.INFO)
+
+    async def main() -> Writer:
+        r = Round(catalog, trusted)
+        r.seen()
+        task = asyncio.create_task(r.verifier.run())
+        try:
+            await _until(lambda: len(r.writer.connections()) == 3)
+        finally:
+            task.cancel()
+            await r.verifier.close()
+        return r.writer
+
+    writer = asyncio.run(main())
+    assert set(writer.connections().values()) == {"UnexpectedResponse"}
+    said = json.dumps([writer.statuses, writer.events]) + caplog.text
+    assert "check failed: RecursionError" in said
+    assert not simulator.leaked(said, GOOD.values())
+
+
+@pytest.mark.parametrize("echo", simulator.ECHOES)
+def test_no_8_character_run_of_an_echoed_key_in_statuses_events_or_logs(
+    catalog: catalog_.Catalog,
+    trusted: simulator.Simulator,
+    caplog: pytest.LogCaptureFixture,
+    echo: str,
+) -> None:
+    # Break 3 of issue 20 in the operator: a middle fragment in the provider's error code
+    # reached status.connections, the Warning Event and the log line.
+    echoing = {
+        "openai": f"sk-proj-verifier-{echo}-code-AbCdEfGhIjKlMnOpQrSt0123",
+        "dalle": f"sk-proj-verifier-{echo}-body-BcDeFgHiJkLmNoPqRsTu1234",
+        "runware": f"rwVerifier{echo}HeaderCdEfGhIjKlMnOpQrStUv2345",
+    }
+    trusted.answer(echoing["openai"], simulator.Answer("echo_code", echo=echo))
+    trusted.answer(echoing["dalle"], simulator.Answer("echo_body", echo=echo))
+    trusted.answer(echoing["runware"], simulator.Answer("echo_header", echo=echo))
+    caplog.set_level(logging.DEBUG)
+
+    async def main() -> Writer:
+        r = Round(catalog, trusted)
+        r.keys(echoing)
+        r.seen()
+        task = asyncio.create_task(r.verifier.run())
+        try:
+            await _until(lambda: len(r.writer.events) == 3)
+        finally:
+            task.cancel()
+            await r.verifier.close()
+        return r.writer
+
+    writer = asyncio.run(main())
+    assert set(writer.connections().values()) == {"InvalidKey"}
+    said = json.dumps([writer.statuses, writer.events]) + caplog.text
+    assert not simulator.leaked(said, echoing.values())
+
+
+def _series(r: Round) -> dict[str, float]:
+    """Every ``settings_controller_connected`` and per-reason check series, by labels."""
+    out = {}
+    for metric in (r.verifier.meter.connected, r.verifier.meter.checks):
+        for family in metric.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                out[f"{sample.name}{sorted(sample.labels.items())}"] = sample.value
+    return out
+
+
+def test_a_removed_credential_leaves_no_series_even_mid_check(
+    catalog: catalog_.Catalog, trusted: simulator.Simulator
+) -> None:
+    # Breakit2: a failing key removed from the global kept settings_controller_connected 0
+    # (SettingsControllerKeyNotConnected firing for ever) until a restart.
+    failing = {**GOOD, "runware": "rwVerifierFailingRunwareDdEeFf3456"}
+    trusted.answer(failing["runware"], simulator.Answer("deep_json"))
+
+    async def main() -> None:
+        r = Round(catalog, trusted)
+        r.keys(failing)
+        r.seen()
+        task = asyncio.create_task(r.verifier.run())
+        try:
+            await _until(lambda: len(r.writer.connections()) == 3)
+            assert any("runware" in k and v == 0 for k, v in _series(r).items()), _series(r)
+            body = connections_conftest.global_body(connections_conftest.local_endpoints(trusted))
+            del body["spec"]["integrations"]["image_generation"]["credentials"]["runware"]
+            body["metadata"] = {"name": "default", "uid": "g", "generation": 2}
+            r.globals.replace([records.observe(catalog, body)])
+            r.seen()
+            await _until(lambda: "image_generation.runware" not in r.writer.connections())
+            assert [k for k in _series(r) if "runware" in k] == []
+            assert any("dalle" in k for k in _series(r))  # the others' series stay
+            r.globals.replace([])  # the whole global deleted
+            r.verifier.refresh()
+            assert [k for k in _series(r) if "credential" in k] == [], _series(r)
+        finally:
+            task.cancel()
+            await r.verifier.close()
+
+    asyncio.run(main())
+
+
+def test_rechecks_are_requeues_of_each_credential_on_the_checks_queue(
+    catalog: catalog_.Catalog, trusted: simulator.Simulator
+) -> None:
+    """No timer of its own: each credential's ``sync`` returns ``requeue_after`` (the
+    interval), the queue brings it back; a rotated key is checked now, not at its old
+    time; the results are counted under controller="connection-checks"."""
+
+    async def main() -> None:
+        r = Round(catalog, trusted)
+        meter = metrics.Metrics()
+        await r.verifier.close()  # the Round's, at the default interval
+        r.verifier = connections.Verifier(
+            catalog, r.writer, r.store, r.views, meter, interval=0.5, timeout=2.0
+        )
+        r.seen()
+        assert sorted(map(str, r.verifier.queue.pending)) == sorted(
+            ["the global's Connected status", *core_names(r)]
+        )
+        task = asyncio.create_task(r.verifier.run())
+        try:
+            await _until(lambda: len(r.writer.connections()) == 3)
+            first = len(trusted.received)
+            await _until(lambda: r.verifier.queue.waiting == 3, 2.0)  # each waits its requeue
+            await _until(lambda: len(trusted.received) >= first + 3, 2.0)  # ~0.5 s later
+            # A rotated key: checked at once, whatever it waited for.
+            rotated = {**GOOD, "openai": "sk-proj-verifier-rotated-openai-ZyXw9876"}
+            await _until(lambda: r.verifier.queue.waiting == 3, 2.0)
+            before = len(trusted.received)
+            r.keys(rotated)
+            r.verifier.refresh()
+            await _until(lambda: len(trusted.received) > before, 0.4)
+            assert trusted.received_keys()[before] == rotated["openai"]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await r.verifier.close()
+        total = "controller_runtime_reconcile_total"
+        requeued = meter.registry.get_sample_value(
+            total, {"controller": "connection-checks", "result": "requeue_after"}
+        )
+        assert requeued is not None and requeued >= 6
+
+    def core_names(r: Round) -> list[str]:
+        _, decl = r.verifier._global()
+        assert decl is not None
+        return [t.name for t in core_connections.targets(catalog, decl)]
+
+    asyncio.run(main())
