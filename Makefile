@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: run test lint typecheck imports unit manifests bench fuzz clean
+.PHONY: run test lint typecheck imports manifests bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,7 @@ bench: $(VENV)/.installed-dev
 
 # The long fuzz run (make test runs the same tests with a small budget).
 fuzz: $(VENV)/.installed-dev
-	FUZZ_BUDGET=100000 $(BIN)/pytest tests/reliability -q -k fuzz
+	FUZZ_BUDGET=100000 $(BIN)/pytest tests/reliability tests/providers -q -k fuzz
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,7 @@ import aiohttp
 import yaml
 
 from controller import schemafiles
-from controller.cluster import clients
+from controller.cluster.runtime import clients
 from tests.cluster import controlplane
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -52,7 +52,10 @@ def bench_paths() -> controlplane.Paths:
     return paths
 
 
-def start_control_plane() -> tuple[controlplane.Paths, controlplane.ClusterInfo]:
+def start_control_plane(
+    extra: tuple[str, ...] = (),
+) -> tuple[controlplane.Paths, controlplane.ClusterInfo]:
+    """``extra``: more ``kube-harness serve`` flags (``--apiserver-arg=--profiling=true``)."""
     paths = bench_paths()
     if controlplane.go_binary() is not None:
         controlplane.build(controlplane.Paths())  # cached: about a second when nothing changed
@@ -66,6 +69,7 @@ def start_control_plane() -> tuple[controlplane.Paths, controlplane.ClusterInfo]
         serve_args=(
             "--controller-manager-arg=--kube-api-qps=500",
             "--controller-manager-arg=--kube-api-burst=1000",
+            *extra,
         ),
     )
     return paths, info
@@ -138,8 +142,13 @@ def install(info: controlplane.ClusterInfo, keys: Mapping[str, str]) -> None:
 
 
 def admin_writer(info: controlplane.ClusterInfo) -> clients.Client:
-    """The operator's own write client (controller/cluster/clients.py), as admin."""
+    """The operator's own write client (controller/cluster/runtime/clients.py), as admin."""
     return clients.Client.connect(info.kubeconfig, schemafiles.load_catalog(), MANAGER)
+
+
+def writer(kubeconfig: pathlib.Path, manager: str) -> clients.Client:
+    """The operator's own write client, as the identity of ``kubeconfig``, under ``manager``."""
+    return clients.Client.connect(kubeconfig, schemafiles.load_catalog(), manager)
 
 
 async def apply(writer: clients.Client, manifest: Mapping[str, Any]) -> None:
@@ -331,11 +340,20 @@ def raw_session(info: controlplane.ClusterInfo) -> aiohttp.ClientSession:
 class Sink:
     """The fair baseline's two watchers, in their own process (tests/bench/sink.py)."""
 
-    def __init__(self, info: controlplane.ClusterInfo, name: str, log: pathlib.Path) -> None:
+    def __init__(
+        self, info: controlplane.ClusterInfo, name: str, log: pathlib.Path, drain_only: bool = False
+    ) -> None:
         self.name = name
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.bench.sink", str(info.kubeconfig), name],
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.bench.sink",
+                    str(info.kubeconfig),
+                    name,
+                    *(["drain"] if drain_only else []),
+                ],
                 cwd=REPO,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -391,6 +409,7 @@ class Operator:
                     f"--namespace={OPERATOR_NAMESPACE}",
                     f"--health-probe-bind-address=127.0.0.1:{self.health_port}",
                     f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
+                    "--metrics-secure=false",  # the bench measures the operator, not TLS
                     f"--concurrency={self.concurrency}",
                     "--resync=86400",
                     "--verify-interval=0",  # no key checks: no traffic to the providers
@@ -448,7 +467,9 @@ class Operator:
     def metrics(self) -> dict[str, float]:
         """The operator's own counters: ``name{labels}`` -> value."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/", timeout=10) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10
+            ) as r:
                 text = r.read().decode()
         except OSError:
             return {}
@@ -515,6 +536,26 @@ def apiserver_writes(paths: controlplane.Paths, server: str) -> dict[str, float]
             key += "/" + labels["subresource"]
         out[key] = out.get(key, 0.0) + float(m.group("value"))
     return out
+
+
+_PLUGIN = re.compile(
+    r"^apiserver_admission_controller_admission_duration_seconds_sum\{(?P<labels>[^}]*)\} "
+    r"(?P<value>\S+)$"
+)
+
+
+def admission_seconds(paths: controlplane.Paths, server: str, plugin: str) -> float:
+    """Seconds the API server has spent in one admission plugin (every operation, admitted
+    or refused), from its own histogram: the time inside ``plugin`` alone."""
+    status, body = controlplane.api_get(paths, server, "/metrics", timeout=30)
+    if status != 200:
+        raise RuntimeError(f"/metrics: {status}")
+    total = 0.0
+    for line in body.decode().splitlines():
+        m = _PLUGIN.match(line)
+        if m and f'name="{plugin}"' in m.group("labels"):
+            total += float(m.group("value"))
+    return total
 
 
 def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:

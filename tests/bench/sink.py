@@ -1,6 +1,6 @@
 """The watchers of the fair baseline: a process that watches the baseline's ConfigMaps.
 
-    python -m tests.bench.sink KUBECONFIG NAME
+    python -m tests.bench.sink KUBECONFIG NAME [drain]
 
 Each fan-out write is delivered to two watches: the operator's (it follows
 every generated ConfigMap, which drift repair needs) and the benchmark's
@@ -11,7 +11,9 @@ on ConfigMaps named NAME across all namespaces, from this separate process
 drops it, standing in for the operator's watch (what the operator does with
 an event beyond that is its own work, counted against it). Both resume from
 the last version seen, so no relisting burst falls inside a measurement.
-Runs until killed.
+Runs until killed. With ``drain``, only the second watch: the like-for-like limit
+writes the ``integration-settings`` ConfigMaps themselves, whose decoding watch is the
+benchmark's observer, so this stands in for the operator's watch alone.
 """
 
 from __future__ import annotations
@@ -44,11 +46,14 @@ def selector(name: str) -> dict[str, str]:
     return {"fieldSelector": f"metadata.name={name}"}
 
 
-async def main(kubeconfig: pathlib.Path, name: str) -> None:
+async def main(kubeconfig: pathlib.Path, name: str, drain_only: bool = False) -> None:
     info: Any = type("Info", (), {"kubeconfig": kubeconfig})
     async with kube.raw_session(info) as session:
-        await asyncio.gather(decode(session, name), drain(session, name))
+        if drain_only:
+            await drain(session, name)
+        else:
+            await asyncio.gather(decode(session, name), drain(session, name))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(pathlib.Path(sys.argv[1]), sys.argv[2]))
+    asyncio.run(main(pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3:] == ["drain"]))
