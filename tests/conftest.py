@@ -14,7 +14,7 @@ import pytest
 from controller import schemafiles
 from controller.core import catalog as catalog_
 
-pytest_plugins = ["tests.cluster.fixtures"]
+pytest_plugins = ["tests.harness.fixtures"]
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -27,10 +27,10 @@ import yaml
 from controller import schemafiles
 from controller.cluster.runtime import clients
 from controller.gateway import cluster
-from tests.cluster.fixtures import Kube
 from tests.connections import conftest as connections_conftest
 from tests.gateway import conftest
 from tests.gateway.conftest import KEY, Gateway, until
+from tests.harness.fixtures import Kube
 from tests.operator import conftest as operator_conftest
 from tests.operator import support
 from tests.providers import simulator

@@ -20,9 +20,9 @@ import sys
 
 import pytest
 
-from tests.cluster.fixtures import Kube, kubectl_env
 from tests.connections import conftest as connections_conftest
 from tests.gateway import test_cluster
+from tests.harness.fixtures import Kube, kubectl_env
 from tests.operator import conftest as operator_conftest
 from tests.operator import support
 from tests.providers import simulator

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 
 KEYS = {"openai": support.FAKE_KEY, "dalle": "sk-dalle-test-0001", "runware": "rw-test-0001"}

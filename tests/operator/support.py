@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.fixtures import Kube
 from tests.connections import conftest as connections_conftest
+from tests.harness.fixtures import Kube
 from tests.operator import conftest, support
 from tests.providers import simulator
 

@@ -5,7 +5,7 @@ running (or stopped), and hands ``kubectl get -o json`` of them to kstatus's
 ``Compute`` (sigs.k8s.io/cli-utils, what Flux's health checks use) and to the
 Argo CD health check shipped in deploy/argocd/health.lua, run in gopher-lua
 (the interpreter Argo CD embeds). Both are subcommands of the test harness
-binary (tests/cluster/health.go). Expected verdicts, as the README documents:
+binary (tests/harness/health.go). Expected verdicts, as the README documents:
 
 | case | kstatus | Argo CD |
 | --- | --- | --- |
@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import conftest, support
 from tests.operator.support import condition, settings, wait_json
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import conftest, support
 from tests.operator.support import condition, settings, wait_json
 

@@ -1,5 +1,5 @@
 """deploy/prometheus: the alerts and the dashboard, checked by promtool (built from Go
-modules: tests/cluster/promtool) and evaluated against the running operator's real /metrics.
+modules: tests/harness/promtool) and evaluated against the running operator's real /metrics.
 
 The operator is put into each state an alert is meant to catch (an Account in a namespace
 conflict, a platform key missing, a key endpoint refusing connections, outputs it cannot
@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import yaml
 
-from tests.cluster import controlplane
-from tests.cluster.fixtures import Kube
 from tests.connections import conftest as connections_conftest
+from tests.harness import controlplane
+from tests.harness.fixtures import Kube
 from tests.operator import alerting, conftest, support
 from tests.operator.alerting import Firing, Timeline
 from tests.providers import simulator

@@ -58,8 +58,8 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     Destructive tests (stopping the apiserver, restarting etcd, SIGKILLing the
     operator mid fan-out) run here, never on the shared instance.
     """
-    from tests.cluster import controlplane as cp
-    from tests.cluster import fixtures
+    from tests.harness import controlplane as cp
+    from tests.harness import fixtures
     from tests.operator import conftest as operator_conftest
     from tests.reliability import private as private_
 

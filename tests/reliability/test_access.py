@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from controller.generators import policies
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import conftest as operator_conftest
 from tests.operator import support
 from tests.reliability.conftest import Figures

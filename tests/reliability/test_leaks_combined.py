@@ -30,10 +30,10 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.fixtures import Kube
 from tests.conftest import CLI, RunCli
 from tests.connections import conftest as connections_conftest
 from tests.filemode import test_leaks as filemode_leaks
+from tests.harness.fixtures import Kube
 from tests.operator import conftest as operator_conftest
 from tests.operator import support
 from tests.providers import simulator

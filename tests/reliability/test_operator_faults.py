@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 from tests.reliability.conftest import Figures
 from tests.reliability.private import PrivateCluster

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.cluster import controlplane as cp
-from tests.cluster.fixtures import Kube, KubectlError, kubectl_env
+from tests.harness import controlplane as cp
+from tests.harness.fixtures import Kube, KubectlError, kubectl_env
 
 pytestmark = pytest.mark.cluster
 

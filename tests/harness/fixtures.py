@@ -1,7 +1,7 @@
 """pytest fixtures for tests against a real Kubernetes control plane.
 
-Load with ``pytest_plugins = ["tests.cluster.fixtures"]`` (tests/conftest.py)
-or ``pytest -p tests.cluster.fixtures``.
+Load with ``pytest_plugins = ["tests.harness.fixtures"]`` (tests/conftest.py)
+or ``pytest -p tests.harness.fixtures``.
 
 ``kube`` (session): the control plane. In order of preference it is
   1. the cluster of ``$KUBECONFIG``, when that is set and is not this tree's
@@ -30,7 +30,7 @@ from typing import NoReturn
 
 import pytest
 
-from tests.cluster import controlplane as cp
+from tests.harness import controlplane as cp
 
 KUBE_KEY = pytest.StashKey["Kube"]()
 LOG_TAIL_LINES = 60
@@ -248,7 +248,7 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def helm(kube: Kube) -> Path:
-    """.cluster/bin/helm next to the harness (tests/cluster/helm); built only when missing,
+    """.cluster/bin/helm next to the harness (tests/harness/helm); built only when missing,
     since every worktree's harness directory may share it."""
     paths = cp.Paths(Path(kube.kubectl_path).parent.parent)
     built = paths.bin / "helm"
