@@ -55,4 +55,4 @@ fuzz: $(VENV)/.installed-dev
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
 
--include tests/cluster/cluster.mk
+-include tests/harness/cluster.mk

@@ -1,4 +1,4 @@
-"""Shared fixtures: the catalog, the installed CLI, and the control-plane plugin."""
+"""Shared fixtures: the catalog, the installed CLI, and the control-plane and operator plugins."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 from controller import schemafiles
 from controller.core import catalog as catalog_
 
-pytest_plugins = ["tests.cluster.fixtures"]
+# The control plane (kube, namespace, helm), then deploy/ and the operator on it
+# (installed, operator, tenant_ns): one definition each, for every package.
+pytest_plugins = ["tests.harness.fixtures", "tests.operator.fixtures"]
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

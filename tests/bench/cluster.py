@@ -579,7 +579,7 @@ async def _run(
         f"Python {platform.python_version()}",
         "kubernetes": "kube-apiserver "
         + kube.controlplane.kubernetes_version()
-        + " (tests/cluster, etcd fsync off)",
+        + " (tests/harness, etcd fsync off)",
         "concurrency": args.concurrency,
         "sizes": [],
     }

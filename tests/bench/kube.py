@@ -31,7 +31,7 @@ import yaml
 
 from controller import schemafiles
 from controller.cluster.runtime import clients
-from tests.cluster import controlplane
+from tests.harness import controlplane
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CLI = pathlib.Path(sys.executable).parent / "settings-controller"

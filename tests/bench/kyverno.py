@@ -63,7 +63,7 @@ import aiohttp
 import yaml
 
 from tests.bench import cluster, kube
-from tests.cluster import controlplane
+from tests.harness import controlplane
 
 VERSION = "v1.19.1"
 MODULE_DIR = pathlib.Path(__file__).resolve().parent / "kyverno"

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 
 pytestmark = pytest.mark.cluster

@@ -27,11 +27,11 @@ import yaml
 from controller import schemafiles
 from controller.cluster.runtime import clients
 from controller.gateway import cluster
-from tests.cluster.fixtures import Kube
 from tests.connections import conftest as connections_conftest
 from tests.gateway import conftest
 from tests.gateway.conftest import KEY, Gateway, until
-from tests.operator import conftest as operator_conftest
+from tests.harness.fixtures import Kube
+from tests.operator import fixtures as operator_fixtures
 from tests.operator import support
 from tests.providers import simulator
 
@@ -87,7 +87,7 @@ def sim() -> Iterator[simulator.Simulator]:
 @pytest.fixture(scope="module")
 def world(kube: Kube, sim: simulator.Simulator) -> Iterator[Kube]:
     """deploy/ and deploy/gateway/ applied, the keys, a global pointed at the simulator."""
-    operator_conftest.install(kube)
+    operator_fixtures.install(kube)
     kube.kubectl(
         "apply",
         "-k",
@@ -95,10 +95,10 @@ def world(kube: Kube, sim: simulator.Simulator) -> Iterator[Kube]:
         "--server-side",
         "--force-conflicts",
     )
-    operator_conftest.apply_keys(kube, _keys())
+    operator_fixtures.apply_keys(kube, _keys())
     _apply_global(kube, connections_conftest.global_body(connections_conftest.local_endpoints(sim)))
     yield kube
-    operator_conftest.apply_keys(kube, operator_conftest.KEYS)
+    operator_fixtures.apply_keys(kube, operator_fixtures.KEYS)
     kube.kubectl("apply", "-f", str(support.REPO / "examples" / "global.yaml"))
 
 
@@ -296,7 +296,7 @@ def test_a_rotated_key_is_used_without_a_restart_within_a_second(
     assert _ask(gateway, tenants["token-pro"]).status_code == 200
     assert sim.received_keys("openai")[-1] == KEY
     try:
-        operator_conftest.apply_keys(world, _keys(ROTATED))
+        operator_fixtures.apply_keys(world, _keys(ROTATED))
 
         def rotated() -> bool:
             return bool(
@@ -306,7 +306,7 @@ def test_a_rotated_key_is_used_without_a_restart_within_a_second(
 
         MEASURED["rotated key used"] = until(rotated, BOUND)
     finally:
-        operator_conftest.apply_keys(world, _keys())
+        operator_fixtures.apply_keys(world, _keys())
     assert gateway.proc.poll() is None  # the same process throughout
 
 

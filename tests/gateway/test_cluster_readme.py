@@ -20,10 +20,10 @@ import sys
 
 import pytest
 
-from tests.cluster.fixtures import Kube, kubectl_env
 from tests.connections import conftest as connections_conftest
 from tests.gateway import test_cluster
-from tests.operator import conftest as operator_conftest
+from tests.harness.fixtures import Kube, kubectl_env
+from tests.operator import fixtures as operator_fixtures
 from tests.operator import support
 from tests.providers import simulator
 
@@ -52,7 +52,7 @@ def console_block(
 def test_readme_cluster_gateway_walkthrough(kube: Kube, tmp_path: pathlib.Path) -> None:
     steps = console_block()
     assert any(c.startswith("settings-controller gateway --kubeconfig") for c, _ in steps)
-    operator_conftest.install(kube)
+    operator_fixtures.install(kube)
     port = str(support.free_port())
     with simulator.Simulator() as sim:
         test_cluster._apply_global(
@@ -114,7 +114,7 @@ def test_readme_cluster_gateway_walkthrough(kube: Kube, tmp_path: pathlib.Path) 
 
 def test_deploy_readme_gateway_rbac(kube: Kube) -> None:
     """deploy/README's gateway block: each command exactly, the outputs as shown."""
-    operator_conftest.install(kube)
+    operator_fixtures.install(kube)
     steps = console_block(
         support.REPO / "deploy" / "README.md",
         "## The gateway: keys that stay in the platform namespace",

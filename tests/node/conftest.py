@@ -1,10 +1,10 @@
-"""Fixtures for the end-to-end tests on a real node (tests/cluster/node.py).
+"""Fixtures for the end-to-end tests on a real node (tests/harness/node.py).
 
 ``node`` (session): the ``kube`` control plane with a node added (kubelet,
 containerd, pod network, kube-scheduler); stopped at the end if this session
 added it. ``operator`` (session): the operator image built from
 deploy/Dockerfile, loaded into the node, deploy/ applied through
-tests/cluster/overlay, the Deployment Available, the platform key Secret and
+tests/harness/overlay, the Deployment Available, the platform key Secret and
 examples/ applied. Missing prerequisites skip on a developer machine and fail
 under ``CI=true``.
 """
@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import controlplane as cp
-from tests.cluster import image as image_
-from tests.cluster import node as node_
-from tests.cluster.fixtures import Kube, unavailable
+from tests.harness import controlplane as cp
+from tests.harness import image as image_
+from tests.harness import node as node_
+from tests.harness.fixtures import Kube, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "settings-controller-system"
@@ -126,7 +126,7 @@ def operator(node: Node) -> Iterator[Node]:
     archive = image_.build()
     node_.import_image(node.paths, archive)
     kube = node.kube
-    kube.kubectl("apply", "-k", str(REPO / "tests/cluster/overlay"))
+    kube.kubectl("apply", "-k", str(REPO / "tests/harness/overlay"))
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import node as node_
+from tests.harness import node as node_
 from tests.node.conftest import (
     DEPLOYMENT,
     NAMESPACE,

@@ -3,7 +3,7 @@ Kubernetes module) carries a pod's connection to a ClusterIP to a ready
 endpoint, in its namespace and from another one, and refuses one to a Service
 without ready endpoints at once.
 
-The harness's cluster DNS (dnsmasq, tests/cluster/node.py) answers
+The harness's cluster DNS (dnsmasq, tests/harness/node.py) answers
 kubernetes.default.svc only: Service names are NXDOMAIN there, which
 test_service_names_do_not_resolve pins down. The CNI (bridge plugin) enforces no
 NetworkPolicy, which test_network_policy_is_not_enforced pins down.
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import image as image_
-from tests.cluster import node as node_
+from tests.harness import image as image_
+from tests.harness import node as node_
 from tests.node.conftest import Node, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -297,7 +297,7 @@ def test_kubernetes_service_through_kube_proxy(services: Services) -> None:
 
 
 def test_service_names_do_not_resolve(services: Services) -> None:
-    """The harness's DNS knows kubernetes.default.svc only (tests/cluster/README.md)."""
+    """The harness's DNS knows kubernetes.default.svc only (tests/harness/README.md)."""
     kube = services.node.kube
 
     def resolve(name: str) -> list[str]:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.cluster import controlplane as cp
+from tests.harness import controlplane as cp
 from tests.node.conftest import NAMESPACE, PLATFORM_KEYS, REPO, Node, wait_for
 
 pytestmark = pytest.mark.cluster

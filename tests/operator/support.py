@@ -16,7 +16,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
+from tests.harness.fixtures import until as until  # the one polling helper, re-exported
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -61,15 +62,6 @@ def wait_json(
         if time.monotonic() > deadline:
             shown = json.dumps(last, indent=1)[:3000] if isinstance(last, dict) else last
             raise AssertionError(f"timed out after {timeout}s waiting for {what or args}:\n{shown}")
-        time.sleep(0.25)
-
-
-def until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {what}")
         time.sleep(0.25)
 
 

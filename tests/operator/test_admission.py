@@ -25,8 +25,8 @@ import yaml
 from controller import schemafiles
 from controller.core import credentials, declarations, merging
 from controller.generators import policies
-from tests.cluster.fixtures import Kube
 from tests.core import keyshapes
+from tests.harness.fixtures import Kube
 from tests.operator import support
 from tests.operator.support import condition, wait_json
 

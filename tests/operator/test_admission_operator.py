@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from controller.generators import policies
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 from tests.operator.support import wait_json
 

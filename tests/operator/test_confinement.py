@@ -26,7 +26,7 @@ import yaml
 
 from controller.cluster import hosting
 from controller.generators import policies
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 
 pytestmark = pytest.mark.cluster

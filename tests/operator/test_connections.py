@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.fixtures import Kube
 from tests.connections import conftest as connections_conftest
-from tests.operator import conftest, support
+from tests.harness.fixtures import Kube
+from tests.operator import fixtures, support
 from tests.providers import simulator
 
 pytestmark = pytest.mark.cluster
@@ -45,7 +45,7 @@ class Checking:
         """The platform key Secret: the good keys, some replaced, some left out."""
         merged = {k: v for k, v in {**GOOD, **values}.items() if k not in drop}
         self.keys_used.update(merged.values())
-        conftest.apply_keys(self.kube, merged)
+        fixtures.apply_keys(self.kube, merged)
 
     def declare(self, endpoints: dict[str, str]) -> None:
         body = connections_conftest.global_body(endpoints)
@@ -89,7 +89,7 @@ def checking(
             if op.proc is not None:
                 op.stop()
             installed.kubectl("apply", "-f", str(support.REPO / "examples" / "global.yaml"))
-            conftest.apply_keys(installed, conftest.KEYS)
+            fixtures.apply_keys(installed, fixtures.KEYS)
             operator.start()
 
 

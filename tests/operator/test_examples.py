@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 from tests.operator.support import GROUP, condition, settings, wait_json
 

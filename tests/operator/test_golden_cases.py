@@ -22,8 +22,8 @@ from tests.cases.test_golden import (
     namespaces_of,
     steps,
 )
-from tests.cluster.fixtures import Kube
 from tests.conftest import EXAMPLES
+from tests.harness.fixtures import Kube
 from tests.operator import support
 
 # --- cluster mode ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 from tests.operator.support import condition, settings, wait_json
 

@@ -5,7 +5,7 @@ running (or stopped), and hands ``kubectl get -o json`` of them to kstatus's
 ``Compute`` (sigs.k8s.io/cli-utils, what Flux's health checks use) and to the
 Argo CD health check shipped in deploy/argocd/health.lua, run in gopher-lua
 (the interpreter Argo CD embeds). Both are subcommands of the test harness
-binary (tests/cluster/health.go). Expected verdicts, as the README documents:
+binary (tests/harness/health.go). Expected verdicts, as the README documents:
 
 | case | kstatus | Argo CD |
 | --- | --- | --- |
@@ -29,8 +29,8 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.cluster.fixtures import Kube
-from tests.operator import conftest, support
+from tests.harness.fixtures import Kube
+from tests.operator import fixtures, support
 from tests.operator.support import condition, settings, wait_json
 
 pytestmark = pytest.mark.cluster
@@ -168,7 +168,7 @@ def test_bad_override_without_the_policies_fails(installed: Kube, account: str) 
 
 def test_missing_key_is_in_progress_and_named(installed: Kube, account: str) -> None:
     kube = installed
-    conftest.apply_keys(kube, {k: v for k, v in conftest.KEYS.items() if k != "dalle"})
+    fixtures.apply_keys(kube, {k: v for k, v in fixtures.KEYS.items() if k != "dalle"})
     try:
         glob = wait_verdicts(kube, GLOBAL, IN_PROGRESS)
         assert condition(glob)["reason"] == "KeysMissing"
@@ -178,11 +178,11 @@ def test_missing_key_is_in_progress_and_named(installed: Kube, account: str) -> 
         message = condition(acct)["message"]
         assert condition(acct)["status"] == "False"
         assert "platform-api-keys/dalle (image_generation.dalle)" in message
-        for value in conftest.KEYS.values():
+        for value in fixtures.KEYS.values():
             assert value not in json.dumps(acct["status"])
             assert value not in json.dumps(glob["status"])
     finally:
-        conftest.apply_keys(kube, conftest.KEYS)
+        fixtures.apply_keys(kube, fixtures.KEYS)
     wait_verdicts(kube, GLOBAL, CURRENT)
     wait_verdicts(kube, ("account", account), CURRENT)
 

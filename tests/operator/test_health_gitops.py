@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.fixtures import Kube
 from tests.conftest import CLI
+from tests.harness.fixtures import Kube
 from tests.operator import support
 from tests.operator.test_health import CURRENT, wait_verdicts
 

@@ -1,5 +1,5 @@
 """The Helm chart and deploy/install.yaml, with the real ``helm`` (built from Go modules,
-tests/cluster/helm) and the harness's kubectl: generated from ``kubectl kustomize deploy/``
+tests/harness/helm) and the harness's kubectl: generated from ``kubectl kustomize deploy/``
 without drift, the same objects with default values, any namespace and ServiceAccount
 flowing into every namespaced object and the admission policies, the values doing what
 they say, the schema refusing what it must, ``helm lint --strict``, and on a control plane
@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from controller.generators import policies
-from tests.cluster import controlplane
-from tests.cluster.fixtures import Kube
+from tests.harness import controlplane
+from tests.harness.fixtures import Kube
 from tests.operator import support
 
 pytestmark = pytest.mark.cluster
@@ -52,7 +52,7 @@ CLUSTER_SCOPED = {
     "ValidatingAdmissionPolicyBinding",
 }
 # `helm template` assumes Kubernetes 1.20 when helm is built without its release
-# ldflags, as tests/cluster/helm builds it; the chart needs 1.30 (kubeVersion).
+# ldflags, as tests/harness/helm builds it; the chart needs 1.30 (kubeVersion).
 KUBE_VERSION = "--kube-version=1.37.0"
 OPERATOR_POLICIES = (
     "settings-controller-operator-configmaps",

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.fixtures import Kube
-from tests.operator import conftest, support
+from tests.harness.fixtures import Kube
+from tests.operator import fixtures, support
 from tests.operator.support import condition, settings, wait_json
 
 pytestmark = pytest.mark.cluster
@@ -128,7 +128,7 @@ def test_platform_keys_stay_in_secrets(
         lambda s: "openai.apiKey" in s["data"],
     )
     haystack = _everything_but_the_override_spec(installed) + operator.log_text()
-    for value in conftest.KEYS.values():
+    for value in fixtures.KEYS.values():
         assert value not in haystack
         assert base64.b64encode(value.encode()).decode() not in haystack
 
@@ -151,7 +151,7 @@ def test_rotation_reaches_every_account(
                 ("secret", "integration-credentials", "-n", ns),
                 lambda s: "openai.apiKey" in s["data"],
             )
-        conftest.apply_keys(installed, {**conftest.KEYS, "openai": "sk-rotated-0002"})
+        fixtures.apply_keys(installed, {**fixtures.KEYS, "openai": "sk-rotated-0002"})
         for ns in (account, other):
             wait_json(
                 installed,
@@ -160,8 +160,8 @@ def test_rotation_reaches_every_account(
                 what=f"the rotated key in {ns}",
             )
         # A key removed from the Secret: the global says which, never its value.
-        missing = {k: v for k, v in conftest.KEYS.items() if k != "dalle"}
-        conftest.apply_keys(installed, missing)
+        missing = {k: v for k, v in fixtures.KEYS.items() if k != "dalle"}
+        fixtures.apply_keys(installed, missing)
         glob = wait_json(
             installed,
             ("globalintegrationsettings", "default"),
@@ -169,14 +169,14 @@ def test_rotation_reaches_every_account(
         )
         message = condition(glob, "CredentialsReady")["message"]
         assert "platform-api-keys/dalle" in message
-        assert conftest.KEYS["dalle"] not in message
+        assert fixtures.KEYS["dalle"] not in message
         wait_json(
             installed,
             ("secret", "integration-credentials", "-n", account),
             lambda s: "image_generation.dalle" not in s["data"],
         )
     finally:
-        conftest.apply_keys(installed, conftest.KEYS)
+        fixtures.apply_keys(installed, fixtures.KEYS)
         installed.kubectl("delete", "account", other, "--ignore-not-found", "--wait=false")
         installed.kubectl("delete", "namespace", other, "--ignore-not-found", "--wait=false")
     wait_json(
@@ -188,8 +188,8 @@ def test_rotation_reaches_every_account(
         installed,
         ("secret", "integration-credentials", "-n", account),
         lambda s: (
-            _decoded(s, "openai.apiKey") == conftest.KEYS["openai"]
-            and _decoded(s, "image_generation.dalle") == conftest.KEYS["dalle"]
+            _decoded(s, "openai.apiKey") == fixtures.KEYS["openai"]
+            and _decoded(s, "image_generation.dalle") == fixtures.KEYS["dalle"]
         ),
         what="the original keys back",
     )

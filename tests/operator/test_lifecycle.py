@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.fixtures import Kube
-from tests.operator import conftest, support
+from tests.harness.fixtures import Kube
+from tests.operator import fixtures, support
 from tests.operator.support import GROUP, condition, settings, wait_gone, wait_json
 
 pytestmark = pytest.mark.cluster
@@ -122,7 +122,7 @@ def test_restart_converges_on_changes_made_while_down(
     try:
         support.apply_text(kube, support.override_manifest(account, "openai", {"model": "gpt-4.1"}))
         support.apply_text(kube, support.account_manifest(second, second))
-        conftest.apply_keys(kube, {**conftest.KEYS, "openai": "sk-rotated-while-down"})
+        fixtures.apply_keys(kube, {**fixtures.KEYS, "openai": "sk-rotated-while-down"})
         kube.kubectl("delete", *cm_args(account))
         operator.start()
         wait_json(kube, cm_args(account), lambda cm: settings(cm, "openai")["model"] == "gpt-4.1")
@@ -136,7 +136,7 @@ def test_restart_converges_on_changes_made_while_down(
     finally:
         if operator.proc is None:
             operator.start()
-        conftest.apply_keys(kube, conftest.KEYS)
+        fixtures.apply_keys(kube, fixtures.KEYS)
         kube.kubectl("delete", "account", second, "--ignore-not-found", "--wait=false")
         kube.kubectl("delete", "namespace", second, "--ignore-not-found", "--wait=false")
 

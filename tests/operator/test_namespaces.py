@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 from tests.operator.support import GROUP, condition, settings, wait_gone, wait_json
 

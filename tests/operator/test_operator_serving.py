@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.cluster.fixtures import Kube, kubectl_env
+from tests.harness.fixtures import Kube, kubectl_env
 from tests.operator import support
 
 pytestmark = pytest.mark.cluster

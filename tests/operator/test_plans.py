@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 from tests.operator.support import condition, settings, wait_json
 

@@ -1,5 +1,5 @@
 """deploy/prometheus: the alerts and the dashboard, checked by promtool (built from Go
-modules: tests/cluster/promtool) and evaluated against the running operator's real /metrics.
+modules: tests/harness/promtool) and evaluated against the running operator's real /metrics.
 
 The operator is put into each state an alert is meant to catch (an Account in a namespace
 conflict, a platform key missing, a key endpoint refusing connections, outputs it cannot
@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import yaml
 
-from tests.cluster import controlplane
-from tests.cluster.fixtures import Kube
 from tests.connections import conftest as connections_conftest
-from tests.operator import alerting, conftest, support
+from tests.harness import controlplane
+from tests.harness.fixtures import Kube
+from tests.operator import alerting, fixtures, support
 from tests.operator.alerting import Firing, Timeline
 from tests.providers import simulator
 
@@ -323,7 +323,7 @@ def states(
             out.texts[state], out.scrapes[state] = drive.scrape_when(what, ok)
 
         try:
-            conftest.apply_keys(kube, GOOD)
+            fixtures.apply_keys(kube, GOOD)
             declare(endpoints)
             support.apply_text(kube, support.account_manifest(tenant, tenant))
             op.start()
@@ -340,7 +340,7 @@ def states(
             record("healthy-again", "healthy after the conflict", _healthy)
 
             # A platform key the account uses is missing from the Secret.
-            conftest.apply_keys(kube, {k: v for k, v in GOOD.items() if k != "runware"})
+            fixtures.apply_keys(kube, {k: v for k, v in GOOD.items() if k != "runware"})
             record(
                 "missing-key",
                 "runware missing: not connected, the account not Ready",
@@ -349,7 +349,7 @@ def states(
                     and (_value(s, "settings_controller_accounts_not_ready") or 0) >= 1
                 ),
             )
-            conftest.apply_keys(kube, GOOD)
+            fixtures.apply_keys(kube, GOOD)
             record("healthy-again", "healthy after the missing key", _healthy)
 
             # A key's endpoint refuses connections (nothing listens on that port).
@@ -407,7 +407,7 @@ def states(
                 kube.kubectl("delete", "account", ns, f"{ns}-b", "--ignore-not-found", check=False)
                 kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
             kube.kubectl("apply", "-f", str(support.REPO / "examples" / "global.yaml"))
-            conftest.apply_keys(kube, conftest.KEYS)
+            fixtures.apply_keys(kube, fixtures.KEYS)
             operator.start()
 
 

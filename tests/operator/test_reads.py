@@ -20,7 +20,7 @@ import yaml
 
 from controller.cluster.runtime import clients, following, records, secrets
 from controller.core import rendering
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 
 
 def _configmap(namespace: str, value: str) -> str:

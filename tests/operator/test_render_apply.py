@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 
 pytestmark = pytest.mark.cluster

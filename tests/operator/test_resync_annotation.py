@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.fixtures import Kube, kubectl_env
+from tests.harness.fixtures import Kube, kubectl_env
 from tests.operator import support
 
 pytestmark = pytest.mark.cluster

@@ -27,7 +27,7 @@ from controller import schemafiles
 from controller.cluster import conditions, connections, metrics, reporting
 from controller.cluster.runtime import clients, records
 from controller.core import catalog
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 
 pytestmark = pytest.mark.cluster

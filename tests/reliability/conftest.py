@@ -58,26 +58,20 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     Destructive tests (stopping the apiserver, restarting etcd, SIGKILLing the
     operator mid fan-out) run here, never on the shared instance.
     """
-    from tests.cluster import controlplane as cp
-    from tests.cluster import fixtures
-    from tests.operator import conftest as operator_conftest
+    from tests.harness import controlplane as cp
+    from tests.harness.fixtures import ensure_binary
+    from tests.operator.fixtures import install
     from tests.reliability import private as private_
 
-    fixtures._ensure_binary(cp.Paths())
+    ensure_binary(cp.Paths())
     root = pathlib.Path(tempfile.mkdtemp(prefix="kh-", dir="/tmp"))  # short: unix socket paths
     cluster = private_.PrivateCluster(root)
     try:
-        operator_conftest.install(cluster.kube)
+        install(cluster.kube)
         yield cluster
     finally:
         cluster.close()
         shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def kube(private: Any) -> Any:
-    """In tests/reliability, ``kube`` is the private control plane."""
-    return private.kube
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A private control plane whose components a test may stop and start one by one.
 
-Built on tests/cluster/controlplane.py without changing it: ``controlplane.up``
+Built on tests/harness/controlplane.py without changing it: ``controlplane.up``
 starts an instance under its own root (a temporary directory, the shared
 binary symlinked in), then the supervisor is stopped and its three children
 (etcd, kube-apiserver, kube-controller-manager) are started again here with
@@ -18,8 +18,8 @@ import signal
 import subprocess
 import time
 
-from tests.cluster import controlplane as cp
-from tests.cluster.fixtures import Kube
+from tests.harness import controlplane as cp
+from tests.harness.fixtures import Kube
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
 

@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from controller.generators import policies
-from tests.cluster.fixtures import Kube
-from tests.operator import conftest as operator_conftest
+from tests.harness.fixtures import Kube
+from tests.operator import fixtures as operator_fixtures
 from tests.operator import support
 from tests.reliability.conftest import Figures
+from tests.reliability.private import PrivateCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -50,8 +51,9 @@ def _as_tenant(kube: Kube, *args: str, input: str | None = None) -> Any:
 
 
 def test_tenant_cannot_escape_its_overrides(
-    kube: Kube, operator_factory: Any, figures: Figures
+    private: PrivateCluster, operator_factory: Any, figures: Figures
 ) -> None:
+    kube = private.kube
     operator_factory()
     _setup(kube)
     override = support.override_manifest(PRO, "openai", {"model": "gpt-4o"})
@@ -189,13 +191,14 @@ def test_operator_clusterrole_is_the_minimum(figures: Figures) -> None:
 
 
 def test_credential_secrets_live_only_in_account_namespaces(
-    kube: Kube, operator_factory: Any, figures: Figures
+    private: PrivateCluster, operator_factory: Any, figures: Figures
 ) -> None:
+    kube = private.kube
     operator_factory()
     _setup(kube)
     accounts = json.loads(kube.kubectl("get", "accounts", "-o", "json").stdout)["items"]
     account_namespaces = {a["spec"]["namespace"] for a in accounts}
-    values = set(operator_conftest.KEYS.values())
+    values = set(operator_fixtures.KEYS.values())
     holders = []
     for secret in json.loads(kube.kubectl("get", "secrets", "-A", "-o", "json").stdout)["items"]:
         meta = secret["metadata"]

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import yaml
 
-from tests.cluster import fixtures
 from tests.conftest import CLI, RunCli
 from tests.filemode.outputs import contents, snapshot, unwritable
+from tests.harness import fixtures
 from tests.reliability.conftest import Figures
 
 ACCOUNTS = 100

@@ -30,11 +30,11 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.fixtures import Kube
 from tests.conftest import CLI, RunCli
 from tests.connections import conftest as connections_conftest
 from tests.filemode import test_leaks as filemode_leaks
-from tests.operator import conftest as operator_conftest
+from tests.harness.fixtures import Kube
+from tests.operator import fixtures as operator_fixtures
 from tests.operator import support
 from tests.providers import simulator
 from tests.reliability.conftest import Figures
@@ -150,8 +150,9 @@ def _policy_enforced(kube: Kube, namespace: str) -> bool:
 
 @pytest.mark.cluster
 def test_fake_key_reaches_nothing_in_cluster_mode(
-    private: PrivateCluster, kube: Kube, operator_factory: Any, figures: Figures
+    private: PrivateCluster, operator_factory: Any, figures: Figures
 ) -> None:
+    kube = private.kube
     ns = "rel-leak"
     # Key checks on, against the simulator (TLS), refusing the key with a 401 quoting it.
     fake = simulator.Simulator().__enter__()
@@ -203,7 +204,7 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
         # SIGKILL the operator half-way, rotate the key while it is down, restart.
         op.proc.kill()  # type: ignore[union-attr]
         op.proc.wait()  # type: ignore[union-attr]
-        operator_conftest.apply_keys(kube, {**operator_conftest.KEYS, "openai": ROTATED})
+        operator_fixtures.apply_keys(kube, {**operator_fixtures.KEYS, "openai": ROTATED})
         op2 = operator_factory("leak-2", CHECKS, fake.env())
         started.append(op2)
         support.until(lambda: ("openai", ROTATED) in fake.received, "the rotated key checked")
@@ -218,7 +219,7 @@ def test_fake_key_reaches_nothing_in_cluster_mode(
         logs = op.log_text() + op2.log_text()
     finally:
         kube.kubectl("apply", "--server-side", "-f", str(KEY_POLICY))
-        operator_conftest.apply_keys(kube, operator_conftest.KEYS)
+        operator_fixtures.apply_keys(kube, operator_fixtures.KEYS)
         for running in started:  # before the global names the public endpoints again
             if running.proc is not None and running.proc.poll() is None:
                 running.stop()

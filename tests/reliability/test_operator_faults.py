@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube, until
 from tests.operator import support
 from tests.reliability.conftest import Figures
 from tests.reliability.private import PrivateCluster
@@ -69,16 +69,6 @@ def set_default_model(kube: Kube, model: str) -> None:
     )
 
 
-def wait_until(predicate: Any, what: str, timeout: float) -> float:
-    started = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not true after {timeout}s: {what}")
-        time.sleep(0.5)
-
-
 def apply_retrying(kube: Kube, text: str, timeout: float = 180.0) -> float:
     """Apply as a user would, again while the API server refuses; seconds refused.
 
@@ -110,14 +100,15 @@ FAULTS = ["apiserver stopped 30s", "etcd stopped 10s", "control plane restarted"
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_operator_recovers_from_control_plane_outage(
-    fault: str, private: PrivateCluster, kube: Kube, operator_factory: Any, figures: Figures
+    fault: str, private: PrivateCluster, operator_factory: Any, figures: Figures
 ) -> None:
+    kube = private.kube
     prefix = "rel-" + {"apiserver stopped 30s": "api", "etcd stopped 10s": "etcd"}.get(fault, "cp")
     op = operator_factory()
     pid = op.proc.pid  # type: ignore[union-attr]
     set_default_model(kube, "gpt-4o-mini")
     support.apply_text(kube, accounts_list(prefix, 3))
-    wait_until(lambda: count_model(kube, prefix, "gpt-4o-mini") == 3, "3 accounts", 120)
+    until(lambda: count_model(kube, prefix, "gpt-4o-mini") == 3, "3 accounts", 120)
 
     outage_started = time.monotonic()
     if fault.startswith("apiserver"):
@@ -154,7 +145,7 @@ def test_operator_recovers_from_control_plane_outage(
             f"{prefix}-3": "gpt-4.1",
         }
 
-    recovery = wait_until(applied, "changes made after the outage to be applied", 180)
+    recovery = until(applied, "changes made after the outage to be applied", 180)
     assert op.proc.poll() is None and op.proc.pid == pid, "the operator restarted"  # type: ignore[union-attr]
     assert op.healthy()
     assert op.stop() == 0, op.log_tail()
@@ -173,21 +164,24 @@ def leader(op: support.Operator) -> float:
     return float(m.group(1)) if m else -1.0
 
 
-def test_two_replicas_do_not_fight(kube: Kube, operator_factory: Any, figures: Figures) -> None:
+def test_two_replicas_do_not_fight(
+    private: PrivateCluster, operator_factory: Any, figures: Figures
+) -> None:
+    kube = private.kube
     prefix = "rel-two"
     a = operator_factory("a")
-    wait_until(lambda: leader(a) == 1, "the first replica to lead", 30)
+    until(lambda: leader(a) == 1, "the first replica to lead", 30)
     b = operator_factory("b")  # healthy (liveness answers) while it stands by
     set_default_model(kube, "gpt-4o-mini")
     support.apply_text(kube, accounts_list(prefix, 5))
     support.apply_text(
         kube, support.override_manifest(f"{prefix}-1", "openai", {"model": "gpt-4o"})
     )
-    wait_until(lambda: len(models(kube, prefix)) == 5, "5 accounts", 120)
+    until(lambda: len(models(kube, prefix)) == 5, "5 accounts", 120)
     for model in ("gpt-4.1", "gpt-4o-mini", "gpt-4.1"):
         set_default_model(kube, model)
         time.sleep(1)
-    wait_until(lambda: count_model(kube, prefix, "gpt-4.1") == 4, "the last default", 120)
+    until(lambda: count_model(kube, prefix, "gpt-4.1") == 4, "the last default", 120)
     time.sleep(3)
 
     def versions() -> dict[str, str]:
@@ -234,11 +228,11 @@ def test_two_replicas_do_not_fight(kube: Kube, operator_factory: Any, figures: F
     assert a.stop() == 0, a.log_tail()
     exited = time.monotonic() - stopped
     assert "released the lease" in a.log_text(), a.log_tail()
-    wait_until(lambda: leader(b) == 1, "the standby to take over", 30)
+    until(lambda: leader(b) == 1, "the standby to take over", 30)
     takeover = time.monotonic() - stopped
     assert takeover < 15 + 5, takeover  # at worst the Lease's duration + one retry
     set_default_model(kube, "gpt-4o-mini")
-    applied = wait_until(
+    applied = until(
         lambda: count_model(kube, prefix, "gpt-4o-mini") == 4, "a change after the takeover", 120
     )
     assert "leader: acquired" in b.log_text()
@@ -256,18 +250,19 @@ FANOUT = 1000
 
 
 def test_sigkill_mid_fanout_then_restart_converges(
-    kube: Kube, operator_factory: Any, figures: Figures
+    private: PrivateCluster, operator_factory: Any, figures: Figures
 ) -> None:
+    kube = private.kube
     prefix = "rel-fan"
     set_default_model(kube, "gpt-4o-mini")
     first = operator_factory("first")
     created = time.monotonic()
     support.apply_text(kube, accounts_list(prefix, FANOUT))
-    wait_until(lambda: count_model(kube, prefix, "gpt-4o-mini") == FANOUT, "initial render", 900)
+    until(lambda: count_model(kube, prefix, "gpt-4o-mini") == FANOUT, "initial render", 900)
     created_to_rendered = time.monotonic() - created
     base = writes(first, "ConfigMap")
     set_default_model(kube, "gpt-4.1")
-    wait_until(lambda: writes(first, "ConfigMap") - base >= 100, "the fan-out to start", 120)
+    until(lambda: writes(first, "ConfigMap") - base >= 100, "the fan-out to start", 120)
     first.proc.kill()  # type: ignore[union-attr]  # SIGKILL: no cleanup, no flush
     first.proc.wait()  # type: ignore[union-attr]
     killed_at = time.monotonic()
@@ -277,10 +272,10 @@ def test_sigkill_mid_fanout_then_restart_converges(
     second = operator_factory("second")
     # The killed operator could not release its Lease: the new one (another
     # holder identity) takes it once it has expired, 15 s after the last renewal.
-    wait_until(lambda: leader(second) == 1, "the Lease to be taken over", 30)
+    until(lambda: leader(second) == 1, "the Lease to be taken over", 30)
     lease_taken = time.monotonic() - killed_at
     assert lease_taken < 15 + 5, lease_taken
-    recovery = wait_until(
+    recovery = until(
         lambda: count_model(kube, prefix, "gpt-4.1") == FANOUT, "convergence after restart", 900
     )
     final = models(kube, prefix)

@@ -97,7 +97,7 @@ func generatePKI(dir string, force bool) error {
 	}
 
 	// The apiserver's client certificate towards kubelets (logs, exec,
-	// port-forward), used only when a node runs (tests/cluster/node.py).
+	// port-forward), used only when a node runs (tests/harness/node.py).
 	kcKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-module settings-controller/tests/cluster
+module settings-controller/tests/harness
 
 go 1.26.0
 

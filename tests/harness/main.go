@@ -14,7 +14,7 @@
 //	kube-harness kubectl ARGS...              upstream kubectl
 //	kube-harness version
 //
-// tests/cluster/controlplane.py drives it; see tests/cluster/README.md.
+// tests/harness/controlplane.py drives it; see tests/harness/README.md.
 package main
 
 import (

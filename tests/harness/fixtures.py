@@ -1,7 +1,7 @@
 """pytest fixtures for tests against a real Kubernetes control plane.
 
-Load with ``pytest_plugins = ["tests.cluster.fixtures"]`` (tests/conftest.py)
-or ``pytest -p tests.cluster.fixtures``.
+Load with ``pytest_plugins = ["tests.harness.fixtures"]`` (tests/conftest.py)
+or ``pytest -p tests.harness.fixtures``.
 
 ``kube`` (session): the control plane. In order of preference it is
   1. the cluster of ``$KUBECONFIG``, when that is set and is not this tree's
@@ -13,6 +13,10 @@ Without ``go`` the tests are skipped, or fail when ``CI`` is true.
 
 ``namespace`` (function): a fresh namespace, deleted (without waiting) after
 the test.
+
+``until``: the one polling helper of the cluster tests (harness, operator,
+reliability): a predicate polled until it holds, an AssertionError naming what
+was awaited after ``timeout``.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ import os
 import re
 import secrets
 import subprocess
-from collections.abc import Generator, Iterator
+import time
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
-from tests.cluster import controlplane as cp
+from tests.harness import controlplane as cp
 
 KUBE_KEY = pytest.StashKey["Kube"]()
 LOG_TAIL_LINES = 60
@@ -111,7 +116,20 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _ensure_binary(paths: cp.Paths) -> None:
+def until(
+    predicate: Callable[[], object], what: str, timeout: float = 30.0, interval: float = 0.25
+) -> float:
+    """Poll ``predicate`` until it holds; the seconds that took. Fail after ``timeout``."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not true after {timeout}s: {what}")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+def ensure_binary(paths: cp.Paths) -> None:
+    """The harness binary built (Go build cache), or skip/fail when it cannot be."""
     if cp.go_binary() is None:
         if paths.harness.exists():
             return
@@ -124,7 +142,7 @@ def _ensure_binary(paths: cp.Paths) -> None:
 
 def _external(paths: cp.Paths, kubeconfig: Path, out_dir: Path) -> Kube:
     """A Kube for someone else's cluster; tenant/operator by impersonation."""
-    _ensure_binary(paths)
+    ensure_binary(paths)
     proc = subprocess.run(
         [
             str(paths.kubectl),
@@ -182,9 +200,9 @@ def kube(
     try:
         info = cp.running(paths)
         if info is None:
-            _ensure_binary(paths)
+            ensure_binary(paths)
             try:
-                # _ensure_binary built it already.
+                # ensure_binary built it already.
                 info = cp.up(paths, rebuild=False)
             except cp.ControlPlaneError as e:
                 pytest.fail(f"the control plane did not start: {e}", pytrace=False)
@@ -248,7 +266,7 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def helm(kube: Kube) -> Path:
-    """.cluster/bin/helm next to the harness (tests/cluster/helm); built only when missing,
+    """.cluster/bin/helm next to the harness (tests/harness/helm); built only when missing,
     since every worktree's harness directory may share it."""
     paths = cp.Paths(Path(kube.kubectl_path).parent.parent)
     built = paths.bin / "helm"

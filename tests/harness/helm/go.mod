@@ -1,4 +1,4 @@
-module settings-controller/tests/cluster/helm
+module settings-controller/tests/harness/helm
 
 go 1.26.0
 

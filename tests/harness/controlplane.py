@@ -1,12 +1,12 @@
 """Start, stop and find the local Kubernetes control plane used by the tests.
 
 One implementation for ``make cluster-up``/``make cluster-down`` and for the
-pytest fixtures in ``tests/cluster/fixtures.py``. Standard library only: it
+pytest fixtures in ``tests/harness/fixtures.py``. Standard library only: it
 runs before the project's virtualenv may exist.
 
 Layout under ``.cluster/`` (override with ``KUBE_HARNESS_DIR``)::
 
-    bin/kube-harness            busybox binary built from tests/cluster (Go)
+    bin/kube-harness            busybox binary built from tests/harness (Go)
     bin/kubectl -> kube-harness kubectl of the same Kubernetes version
     kubeconfig                  admin (group system:masters)
     kubeconfig-tenant           user "tenant", groups tenants
@@ -15,8 +15,8 @@ Layout under ``.cluster/`` (override with ``KUBE_HARNESS_DIR``)::
     etcd.log, kube-apiserver.log, kube-controller-manager.log
     state/                      pki, tokens.csv, etcd data, cluster.json, serve.pid
 
-Usage: ``python3 tests/cluster/controlplane.py up [--node]|down|status|build``
-(``--node``: tests/cluster/node.py adds a kubelet node).
+Usage: ``python3 tests/harness/controlplane.py up [--node]|down|status|build``
+(``--node``: tests/harness/node.py adds a kubelet node).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from pathlib import Path
 
 try:
     from . import node
-except ImportError:  # run as a script: python3 tests/cluster/controlplane.py
+except ImportError:  # run as a script: python3 tests/harness/controlplane.py
     import node  # type: ignore[no-redef]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -191,11 +191,11 @@ def go_binary() -> str | None:
 
 
 def kubernetes_version() -> str:
-    """The k8s.io/kubernetes version pinned in tests/cluster/go.mod."""
+    """The k8s.io/kubernetes version pinned in tests/harness/go.mod."""
     text = (MODULE_DIR / "go.mod").read_text()
     m = re.search(r"^\s*k8s\.io/kubernetes\s+(v\d+\.\d+\.\d+\S*)", text, re.MULTILINE)
     if m is None:
-        raise ControlPlaneError("no k8s.io/kubernetes requirement in tests/cluster/go.mod")
+        raise ControlPlaneError("no k8s.io/kubernetes requirement in tests/harness/go.mod")
     return m.group(1)
 
 
@@ -221,7 +221,7 @@ def build(paths: Paths | None = None) -> Path:
     paths = paths or Paths()
     go = go_binary()
     if go is None:
-        raise ControlPlaneError("go not found on PATH: it is needed to build tests/cluster")
+        raise ControlPlaneError("go not found on PATH: it is needed to build tests/harness")
     paths.bin.mkdir(parents=True, exist_ok=True)
     cmd = [
         go,
@@ -249,13 +249,13 @@ def build(paths: Paths | None = None) -> Path:
 
 def build_helm(paths: Paths | None = None) -> Path:
     """Build helm (``helm.sh/helm/v3/cmd/helm``, the ``tool`` of its own module in
-    tests/cluster/helm, so the harness's go.mod is untouched) into .cluster/bin/helm."""
+    tests/harness/helm, so the harness's go.mod is untouched) into .cluster/bin/helm."""
     return _build_tool(paths or Paths(), "helm", HELM_MODULE_DIR, HELM_PACKAGE)
 
 
 def build_promtool(paths: Paths | None = None) -> Path:
     """Build promtool (``github.com/prometheus/prometheus/cmd/promtool``, the ``tool`` of
-    its own module in tests/cluster/promtool) into .cluster/bin/promtool."""
+    its own module in tests/harness/promtool) into .cluster/bin/promtool."""
     return _build_tool(paths or Paths(), "promtool", PROMTOOL_MODULE_DIR, PROMTOOL_PACKAGE)
 
 
@@ -625,7 +625,7 @@ def up(
 
     ``serve_args`` go to ``kube-harness serve`` (e.g. ``--controller-manager-arg=...``)
     when this call starts it. ``with_node`` adds a kubelet, containerd, a pod
-    network and kube-scheduler (tests/cluster/node.py), to a running control
+    network and kube-scheduler (tests/harness/node.py), to a running control
     plane too (no restart: its flags and identities are there from the start).
     """
     paths = paths or Paths()

@@ -1,4 +1,8 @@
-"""Fixtures for the operator's end-to-end tests on the local control plane.
+"""Fixtures for the operator's end-to-end tests on the local control plane, shared by
+every package that runs the operator (tests/operator, tests/reliability, tests/breakit2,
+tests/gateway): a pytest plugin loaded by tests/conftest.py, as tests/harness/fixtures.py
+is. ``install`` and ``apply_keys`` are public for tests that install deploy/ on a control
+plane of their own (tests/reliability's private one, tests/gateway).
 
 ``installed`` runs ``kubectl apply -k deploy/`` (CRDs, RBAC, policies; the
 Deployment sits there without nodes to run it), creates the platform key Secret
@@ -16,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.fixtures import Kube
+from tests.harness.fixtures import Kube
 from tests.operator import support
 
 KEYS = {"openai": support.FAKE_KEY, "dalle": "sk-dalle-test-0001", "runware": "rw-test-0001"}

@@ -17,7 +17,7 @@ from controller.cluster import metrics, operating, reconciling
 from controller.cluster.runtime import following, generated, records
 from controller.core import catalog as catalog_
 from controller.core import rendering
-from tests.operator.test_reconciling import KEYS, FakeWriter, reconciler, views_for
+from tests.cluster.test_reconciling import KEYS, FakeWriter, reconciler, views_for
 
 
 def configmap(namespace: str, data: dict[str, str], version: str, owner: str = "uid-0") -> Any:

@@ -13,7 +13,7 @@ import yaml
 
 from controller.cluster import hosting, metrics, operating, reconciling
 from controller.core import catalog as catalog_
-from tests.operator.test_reconciling import FakeWriter
+from tests.cluster.test_reconciling import FakeWriter
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 

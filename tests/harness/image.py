@@ -1,6 +1,6 @@
 """Build the operator image from deploy/Dockerfile without a daemon, and load it.
 
-``python3 tests/cluster/image.py build|load`` (``make image`` does both).
+``python3 tests/harness/image.py build|load`` (``make image`` does both).
 Standard library only. Tools: buildah (Debian; builds a Dockerfile with no
 daemon, as root, RUN steps under chroot isolation so no runtime set-up is
 needed) and mmdebstrap (Debian; the base root filesystem from Debian's

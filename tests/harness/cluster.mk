@@ -1,8 +1,8 @@
 # Local Kubernetes control plane for tests (etcd, kube-apiserver,
 # kube-controller-manager and kubectl built from Go modules): see
-# tests/cluster/README.md. Included by the top-level Makefile.
+# tests/harness/README.md. Included by the top-level Makefile.
 CLUSTER_PYTHON ?= python3
-CLUSTER_CTL     = $(CLUSTER_PYTHON) tests/cluster/controlplane.py
+CLUSTER_CTL     = $(CLUSTER_PYTHON) tests/harness/controlplane.py
 
 .PHONY: cluster-up cluster-up-control-plane cluster-down cluster-status cluster-build cluster-test helm-build promtool-build
 
@@ -27,21 +27,21 @@ cluster-status:
 cluster-build:
 	$(CLUSTER_CTL) build
 
-# .cluster/bin/helm from tests/cluster/helm (its own Go module): the chart tests use it.
+# .cluster/bin/helm from tests/harness/helm (its own Go module): the chart tests use it.
 helm-build:
 	$(CLUSTER_CTL) build-helm
 
-# .cluster/bin/promtool from tests/cluster/promtool (its own Go module): the tests of
+# .cluster/bin/promtool from tests/harness/promtool (its own Go module): the tests of
 # deploy/prometheus (alerts, dashboard) use it.
 promtool-build:
 	$(CLUSTER_CTL) build-promtool
 
 # The control-plane tests alone, in the project's virtualenv (tests/conftest.py
-# imports the project and loads tests.cluster.fixtures).
+# imports the project and loads tests.harness.fixtures).
 cluster-test: $(VENV)/.installed-dev
-	$(BIN)/pytest tests/cluster -q
+	$(BIN)/pytest tests/harness -q
 
-# --- the operator image and the node (tests/cluster/README.md, "Node") -------
+# --- the operator image and the node (tests/harness/README.md, "Node") -------
 
 .PHONY: lock node-deps image image-build deploy clean-image node-test
 
@@ -69,20 +69,20 @@ node-deps:
 
 # Builds deploy/Dockerfile with buildah on a Debian base built here.
 image-build: node-deps
-	$(CLUSTER_PYTHON) tests/cluster/image.py build
+	$(CLUSTER_PYTHON) tests/harness/image.py build
 
 # Builds it and loads it into the running node's containerd.
 image: node-deps
-	$(CLUSTER_PYTHON) tests/cluster/image.py load
+	$(CLUSTER_PYTHON) tests/harness/image.py load
 
 clean-image:
 	rm -rf .cluster/image
 
-# deploy/ through tests/cluster/overlay (only the image differs), then waits
+# deploy/ through tests/harness/overlay (only the image differs), then waits
 # until the operator's Deployment is Available on the node.
 KUBECTL = .cluster/bin/kubectl --kubeconfig .cluster/kubeconfig
 deploy:
-	$(KUBECTL) apply -k tests/cluster/overlay
+	$(KUBECTL) apply -k tests/harness/overlay
 	$(KUBECTL) -n settings-controller-system wait --for=condition=Available \
 	  deployment/settings-controller --timeout=300s
 

@@ -10,7 +10,7 @@ import time
 from controller.cluster import metrics
 from controller.cluster.runtime import clients, queueing
 from controller.core import catalog as catalog_
-from tests.operator.test_reconciling import FakeWriter, reconciler, views_for
+from tests.cluster.test_reconciling import FakeWriter, reconciler, views_for
 
 
 def test_a_key_is_queued_once_and_never_worked_on_twice_at_once() -> None:

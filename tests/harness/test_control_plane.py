@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.cluster import controlplane as cp
-from tests.cluster.fixtures import Kube, KubectlError, kubectl_env
+from tests.harness import controlplane as cp
+from tests.harness.fixtures import Kube, KubectlError, kubectl_env, until
 
 pytestmark = pytest.mark.cluster
 
@@ -30,15 +30,24 @@ T = TypeVar("T")
 def eventually(
     fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.25, what: str = ""
 ) -> T:
-    """Call fn until it returns without AssertionError/KubectlError, or time out."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Call fn until it returns without AssertionError/KubectlError, or time out
+    (polled by ``fixtures.until``); its value, else the last error with the timeout's."""
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> bool:
         try:
-            return fn()
+            outcome["value"] = fn()
         except (AssertionError, KubectlError) as e:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not true after {timeout}s: {what}\n{e}") from e
-        time.sleep(interval)
+            outcome["error"] = e
+            return False
+        return True
+
+    try:
+        until(attempt, what, timeout, interval)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}\n{outcome['error']}") from outcome["error"]
+    value: T = outcome["value"]
+    return value
 
 
 def apply(kube: Kube, obj: dict[str, Any], **kw: Any) -> subprocess.CompletedProcess[str]:

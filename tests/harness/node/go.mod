@@ -1,7 +1,7 @@
 // The node's runtime pieces, in a module of their own because their
 // dependency graph differs from k8s.io/kubernetes': containerd (daemon, ctr,
 // runc shim), the CNI plugins the pod network uses, and the sandbox program.
-module settings-controller/tests/cluster/node
+module settings-controller/tests/harness/node
 
 go 1.26.8
 

@@ -1,4 +1,4 @@
-module settings-controller/tests/cluster/promtool
+module settings-controller/tests/harness/promtool
 
 go 1.26.7
 

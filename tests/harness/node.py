@@ -74,7 +74,7 @@ HOST_PATHS = ("/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/var/
 IPTABLES_TABLES = ("filter", "nat", "mangle")
 # Names the tree whose node runs (and its containerd pid).
 MACHINE_CLAIM = Path("/run/settings-controller-node.json")
-# Tools from the separate Go module tests/cluster/node (see its go.mod).
+# Tools from the separate Go module tests/harness/node (see its go.mod).
 NODE_TOOLS = {
     "containerd": "github.com/containerd/containerd/v2/cmd/containerd",
     "ctr": "github.com/containerd/containerd/v2/cmd/ctr",
@@ -84,7 +84,7 @@ NODE_TOOLS = {
     "cni/loopback": "github.com/containernetworking/plugins/plugins/main/loopback",
     "pause": "./pause",
 }
-# Tools from tests/cluster's own module (same Kubernetes version as the harness).
+# Tools from tests/harness's own module (same Kubernetes version as the harness).
 KUBE_TOOLS = {
     "kubelet": "k8s.io/kubernetes/cmd/kubelet",
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
