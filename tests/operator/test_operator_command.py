@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from controller import cli
+from controller.cluster import hosting, operating
 from controller.commands import operator
 from tests.operator import support
 
@@ -71,6 +73,55 @@ def test_usage_errors_exit_2(flags: list[str], message: str) -> None:
     proc = _run(*flags, "--kubeconfig=/nonexistent")
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _options(monkeypatch: pytest.MonkeyPatch, *flags: str) -> operating.Options:
+    """The Options ``operator`` hands the host for these flags (nothing started)."""
+    handed: list[operating.Options] = []
+    monkeypatch.setattr(hosting, "run", handed.append)
+    args = cli.build_parser().parse_args(["operator", *flags])
+    assert operator.run(args) == 0
+    (options,) = handed
+    return options
+
+
+@pytest.mark.parametrize(
+    ("flags", "interval", "timeout"),
+    [
+        ([], 300.0, 10.0),
+        (["--connection-check-interval=30", "--connection-check-timeout=2"], 30.0, 2.0),
+        # The spellings before, still in manifests and charts' extraArgs.
+        (["--verify-interval=30", "--verify-timeout=2"], 30.0, 2.0),
+        (["--verify-interval", "0"], 0.0, 10.0),
+        # Mixed, the last spelling given wins (the chart appends extraArgs last).
+        (["--connection-check-interval=30", "--verify-interval=0"], 0.0, 10.0),
+        (["--verify-interval=0", "--connection-check-interval=30"], 30.0, 10.0),
+        (["--verify-timeout=2", "--connection-check-interval=60"], 60.0, 2.0),
+    ],
+)
+def test_connection_check_flags_in_both_spellings(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], interval: float, timeout: float
+) -> None:
+    options = _options(monkeypatch, *flags)
+    assert (options.connection_check_interval, options.connection_check_timeout) == (
+        interval,
+        timeout,
+    )
+
+
+def test_the_old_connection_check_flags_are_hidden_and_still_checked() -> None:
+    shown = subprocess.run(
+        [str(support.CLI), "operator", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "--connection-check-interval" in shown.stdout
+    assert "--connection-check-timeout" in shown.stdout
+    assert "--verify" not in shown.stdout
+    # Hidden is not unchecked: a bad value is a usage error in either spelling.
+    for flag in ("--verify-interval=soon", "--connection-check-timeout=soon"):
+        proc = _run(flag, "--kubeconfig=/nonexistent")
+        assert proc.returncode == 2, proc.stderr
+        assert "invalid float value: 'soon'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _kubeconfig(server: str = "https://127.0.0.1:1", context: str = "x") -> str:
