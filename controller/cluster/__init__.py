@@ -3,7 +3,7 @@
 * ``hosting``: kopf as the process host (start-up, login, stop signals, exit).
 * ``operating``: the ``Operator``: its caches, its queues, the one routes table
   (which change enqueues which key) and its named root tasks.
-* ``connections`` (the key checks) and ``reconciling`` (the accounts): the
+* ``connections`` (the connection checks) and ``reconciling`` (the accounts): the
   reconcilers, each a ``sync(key)`` on its own work queue; ``reporting``,
   ``statuses``, ``manifests``, ``conditions``, ``metrics`` what they write.
 * ``runtime``: the operator's own client-go, below everything, kopf-free.

@@ -1,10 +1,10 @@
 """Connection checks in cluster mode: when to check, and where the answers go.
 
-One ``Verifier`` per operator: a reconciler on the operator's runtime, with its
+One ``ConnectionChecker`` per operator: a reconciler on the operator's runtime, with its
 own work queue (``runtime.queueing``) keyed by credential (``openai.apiKey``).
 Its ``sync`` checks one key slot the global references
 (``controller.core.connections.targets``) and returns when to check it again
-(``Result(requeue_after=...)``: ``--verify-interval`` seconds, transient
+(``Result(requeue_after=...)``: ``--connection-check-interval`` seconds, transient
 failures sooner, with backoff) instead of keeping a timer of its own. A slot is
 queued at start, when its key's value or its endpoint changes, and when the
 annotation ``integrations.igny8.com/test-connection`` on the global gets a new
@@ -18,12 +18,21 @@ rewrites an account's settings:
   after every round of checks;
 * each Account (``status.connected.<type>``) and IntegrationSettings
   (``status.connected``): whether the keys the account's effective settings use
-  are verified. The account reconciler writes those, from the merge it makes
+  are connected. The account reconciler writes those, from the merge it makes
   anyway, reading the answers here (``settled``); ``on_connected`` tells it when
   one key's answer flips.
 
 Events on the global mark each slot's transitions. Key values are read from
 the ``SecretStore`` and only ever sent to the provider's endpoint.
+
+One name, "connection check", end to end: this module, ``controller.core.connections``
+(what answers mean), ``controller.providers.connections`` (the calls), the
+``Connected`` condition, ``status.connections``, the ``settings_controller_connection_*``
+metrics and ``--connection-check-interval``/``--connection-check-timeout``. Kept as
+published: the annotation (and the CLI command) say ``test-connection``, the action a
+person asks for; ``--verify-interval``/``--verify-timeout`` still work, hidden, for
+existing manifests; the reason of an accepted key stays ``Verified`` and the gauge
+``settings_controller_connected``, because alerts and dashboards match them.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ import prometheus_client as prom
 from controller.cluster import conditions, metrics, reconciling
 from controller.cluster.runtime import clients, queueing, records, secrets
 from controller.core import catalog, connections, declarations
-from controller.providers import checks
+from controller.providers import connections as provider_connections
 
 log = logging.getLogger(__name__)
 
@@ -73,28 +82,28 @@ Key = str | _Connected  # a str is a credential: ``<integration>.<slot>``
 
 class _Meter:
     def __init__(self, registry: prom.CollectorRegistry) -> None:
-        self.checks = prom.Counter(
+        self.connection_checks = prom.Counter(
             "settings_controller_connection_checks_total",
-            "Key checks against providers, by integration, credential and reason.",
+            "Connection checks of platform keys against their providers, by integration, credential and reason.",
             ["integration", "credential", "reason"],
             registry=registry,
         )
         self.latency = prom.Histogram(
             "settings_controller_connection_check_seconds",
-            "Time a provider took to answer a key check (requests made only).",
+            "Time a provider took to answer a connection check (requests made only).",
             ["provider"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
         self.connected = prom.Gauge(
             "settings_controller_connected",
-            "1 when the key of this integration and credential is verified, else 0.",
+            "1 when the provider accepts the key of this integration and credential, else 0.",
             ["integration", "credential"],
             registry=registry,
         )
 
 
-class Verifier:
+class ConnectionChecker:
     def __init__(
         self,
         cat: catalog.Catalog,
@@ -124,7 +133,7 @@ class Verifier:
         # Told when a key's answer flips (connected or not), or a key is no longer used:
         # the accounts' ``connected`` changes (the operator fans out the reconciler).
         self.on_connected: Callable[[], None] = lambda: None
-        self._http = checks.session()
+        self._http = provider_connections.session()
         # No worker before ``run``: the operator calls it once every cache is listed.
         self.queue: queueing.WorkQueue[Key] = queueing.WorkQueue(
             self.sync, CONCURRENCY, meter=meter.queue(QUEUE, CONCURRENCY), autostart=False
@@ -204,7 +213,7 @@ class Verifier:
             self.meter.connected.remove(target.integration, target.slot)
         for reason in Reason:
             with contextlib.suppress(KeyError):
-                self.meter.checks.remove(target.integration, target.slot, reason.value)
+                self.meter.connection_checks.remove(target.integration, target.slot, reason.value)
 
     # --- the reconciler ---------------------------------------------------------------
 
@@ -240,7 +249,7 @@ class Verifier:
     async def _check(self, name: str, target: connections.Target) -> queueing.Result:
         started = self._fingerprints.get(name)
         try:
-            (outcome,) = await checks.check_all(
+            (outcome,) = await provider_connections.check_all(
                 [target], self._key, self.timeout, 1, http=self._http
             )
         except Exception as e:
@@ -274,7 +283,9 @@ class Verifier:
 
     async def _record(self, name: str, outcome: Outcome) -> None:
         target = outcome.target
-        self.meter.checks.labels(target.integration, target.slot, outcome.reason.value).inc()
+        self.meter.connection_checks.labels(
+            target.integration, target.slot, outcome.reason.value
+        ).inc()
         if outcome.status is not None or outcome.reason is Reason.TIMEOUT:
             self.meter.latency.labels(target.provider).observe(outcome.latency)
         self.meter.connected.labels(target.integration, target.slot).set(int(outcome.connected))

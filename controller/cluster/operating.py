@@ -2,12 +2,12 @@
 
 One ``Operator`` owns the stores (``runtime.resources``, ``runtime.generated``,
 ``runtime.secrets``), the account reconciler's queue (``reconciling``) and the
-key checks (``connections``). ``routes`` is the one table that says, as
+connection checks (``connections``). ``routes`` is the one table that says, as
 controller-runtime's builder does (``For``, ``Owns``, ``Watches``), which
 followed change enqueues which key; a route only enqueues (it never awaits a
 write or the queue). ``start`` takes the Lease, follows everything, waits
 once until every cache is listed, and only then starts the workers, the
-resync and the checks, each a named root task (``runtime.supervising``): one
+resync and the connection checks, each a named root task (``runtime.supervising``): one
 that dies stops the process (exit 1). A lost Lease stops it too (exit 0: the
 restart stands by). kopf is only the process host (``hosting``).
 """
@@ -72,8 +72,8 @@ class Options:
     metrics_secure: bool = True  # HTTPS and the TokenReview/SubjectAccessReview filter
     metrics_cert_dir: pathlib.Path | None = None  # tls.crt, tls.key; None: self-signed
     election: Election = Election()
-    verify_interval: float = connections.DEFAULT_INTERVAL  # key checks; 0: off
-    verify_timeout: float = connections.DEFAULT_TIMEOUT
+    connection_check_interval: float = connections.DEFAULT_INTERVAL  # 0: no checks at all
+    connection_check_timeout: float = connections.DEFAULT_TIMEOUT
     # Namespaces no Account may claim (keys would be copied there).
     reserved_namespaces: tuple[str, ...] = declarations.RESERVED_NAMESPACES
     # Start even when the admission policies do not hold the operator (``confinement``).
@@ -164,7 +164,7 @@ class Operator:
             autostart=False,
         )
         # Made in ``start``: its HTTP session needs the running loop.
-        self.checker: connections.Verifier | None = None
+        self.checker: connections.ConnectionChecker | None = None
         self.following = False  # past the Lease: the routes run
 
     # --- the routes: which change enqueues which key ---------------------------------
@@ -234,7 +234,7 @@ class Operator:
         )
 
     def _keys_changed(self, names: frozenset[str]) -> None:
-        # The checks first: a re-check of a changed key is scheduled before the fan-out.
+        # The connection checks first: a re-check of a changed key is scheduled before the fan-out.
         if self.checker is not None:
             self.checker.refresh()
         self.reconciler.keys_changed(names)
@@ -246,7 +246,7 @@ class Operator:
                 self.checker.global_seen(after)
             forced = forced or _resync_requested(before, after)
         # Status changes too: someone may have edited ours (each writer applies only its
-        # own status fields, so the key checks' writes never drop ours).
+        # own status fields, so the connection checker's writes never drop ours).
         self.reconciler.request(reconciling.GLOBAL)
         if forced:
             log.info("re-sync of every account requested (annotation %s)", RECONCILE_ANNOTATION)
@@ -294,7 +294,7 @@ class Operator:
 
     async def start(self) -> None:
         """Stand by for the Lease, follow everything, wait until every cache is listed,
-        then start the workers, the resync and the key checks."""
+        then start the workers, the resync and the connection checks."""
         options, meter = self.options, self.metrics
         self.client.on_event = lambda outcome: meter.events.labels(outcome).inc()
         # Stand by until this replica holds the Lease. kopf runs startup handlers
@@ -307,24 +307,24 @@ class Operator:
         else:
             log.info("leader election off (--leader-elect=false): this replica writes")
             meter.leading(True)
-        if options.verify_interval > 0:
-            self.checker = connections.Verifier(
+        if options.connection_check_interval > 0:
+            self.checker = connections.ConnectionChecker(
                 self.catalog,
                 self.client,
                 self.platform_keys,
                 self.views,
                 meter,
-                options.verify_interval,
-                options.verify_timeout,
+                options.connection_check_interval,
+                options.connection_check_timeout,
             )
             # The accounts' ``connected`` is the reconciler's to write, from the checker's
             # answers: a flip fans out (each account's status written if it changed).
-            self.reconciler.checks = self.checker.settled
+            self.reconciler.connection_answers = self.checker.settled
             self.checker.on_connected = functools.partial(
-                self.reconciler.fan_out, "a key check's answer changed"
+                self.reconciler.fan_out, "a connection check's answer changed"
             )
         else:
-            log.info("connection checks are off (--verify-interval 0)")
+            log.info("connection checks are off (--connection-check-interval 0)")
         started = time.perf_counter()
         self.following = True
         for route in self.routes():
@@ -354,7 +354,7 @@ class Operator:
         self.supervisor.start("resync", self._resync(options.resync))
         self.supervisor.start("compaction", compact_after_bursts(self.reconciler))
         if self.checker is not None:
-            self.supervisor.start("key checks", self.checker.run())
+            self.supervisor.start("connection checks", self.checker.run())
         log.info("started: platform keys from namespace %s", options.namespace)
 
     async def _lead(self, elector: leases.Elector) -> None:

@@ -132,9 +132,12 @@ class Reconciler:
         # requester|namespace -> when its last forced sync was granted
         self._forced_at: dict[str, float] = {}
         self.clock = time.monotonic  # tests move it
-        # The key checks' answers for every key, None until each has one or with checks
-        # off (``connections.Verifier.settled``): read for the ``connected`` statuses.
-        self.checks: Callable[[], Mapping[str, connections.Outcome] | None] = lambda: None
+        # The connection checks' answers for every key, None until each has one or with
+        # the checks off (``connections.ConnectionChecker.settled``): read for the
+        # ``connected`` statuses.
+        self.connection_answers: Callable[[], Mapping[str, connections.Outcome] | None] = lambda: (
+            None
+        )
         self.renders = 0  # namespaces synced since start (operating compacts after bursts)
         meter.count_queue(lambda: self.queue.depth, self.queue.oldest)
 
@@ -407,7 +410,7 @@ class Reconciler:
             if f.ref == account.ref
             and f.reason in (findings.Reason.PLAN_FORBIDS, findings.Reason.UNKNOWN_PLAN)
         ]
-        settled = self.checks()
+        settled = self.connection_answers()
         connected = (
             None
             if settled is None

@@ -90,7 +90,7 @@ class Reporter:
 
 def _removed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[str] | None]:
     """What of ``status.connected`` goes (None: all of it; else the types gone). An apply
-    removes only what its manager wrote: ``connected`` was the key checker's before the
+    removes only what its manager wrote: ``connected`` was the connection checker's before the
     reconciler wrote it, so what goes is removed whoever wrote it (a merge patch)."""
     if "connected" not in after or before.get("connected") is None:
         return {}

@@ -35,13 +35,13 @@ def with_ready(
     observed: records.Observed, ok: bool, reason: str, message: str, **extra: Any
 ) -> dict[str, Any]:
     """The reconciler's own status fields: ``Ready``, ``Reconciling`` and ``Stalled`` (the
-    conditions of other types are another writer's: ``Connected``, the key checker's),
+    conditions of other types are another writer's: ``Connected``, the connection checker's),
     ``observedGeneration`` and ``extra``. Applied under the reconciler's field manager
     (``reporting``), so it names only what it owns."""
     previous = observed.status.get("conditions") or ()
     if "connected" not in extra and observed.status.get("connected") is not None:
-        # Not recomputed here (the object is blocked, or the key checks have no answer
-        # for every key yet, or are off): kept as it is.
+        # Not recomputed here (the object is blocked, or the connection checks have no
+        # answer for every key yet, or are off): kept as it is.
         extra["connected"] = observed.status["connected"]
     return {
         "observedGeneration": observed.generation,
@@ -77,7 +77,7 @@ def account(
     """Ready once the outputs are written; not while a key it needs is missing
     (``missing``: from ``missing_keys``), which leaves it out of the account's
     credentials Secret. ``connected``: per enabled integration, whether the keys its
-    settings use are verified (``connections.services_connected``; None: not known,
+    settings use are connected (``connections.services_connected``; None: not known,
     kept as it is)."""
     badges = result.summary
     notes = [f for f in result.findings if f.ref == observed_ref(observed)]

@@ -2,7 +2,10 @@
 
 Checks every key the global in PATH references against its provider and prints
 one row per key with the same reasons the operator writes to
-``status.connections``. Exit 0 only when every key is verified.
+``status.connections``. Exit 0 only when every key is connected.
+
+The command keeps its published name, ``test-connection`` (the seed's "test connection"
+button, and the annotation that asks the operator for the same): a connection check.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def register(sub: Any) -> None:
         help="check the platform keys of a global against their providers",
         description="Check every key the GlobalIntegrationSettings in PATH references against "
         "its provider (the credential's endpoint, else the provider's public URL). Requests "
-        "honour HTTPS_PROXY, HTTP_PROXY and NO_PROXY. Exit 0 only when every key is verified.",
+        "honour HTTPS_PROXY, HTTP_PROXY and NO_PROXY. Exit 0 only when every key is connected.",
     )
     parser.add_argument("path", type=pathlib.Path, metavar="PATH", help="a file or directory")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -161,9 +164,11 @@ def run(args: argparse.Namespace) -> int:
     # above all, need not pay (each builds the parser, which imports this module).
     import asyncio
 
-    from controller.providers import checks
+    from controller.providers import connections as provider_connections
 
-    outcomes = asyncio.run(checks.check_all(targets, _key_reader(args), timeout=args.timeout))
+    outcomes = asyncio.run(
+        provider_connections.check_all(targets, _key_reader(args), timeout=args.timeout)
+    )
     verdict = connections.verdict(outcomes)
     entries = [
         {**o.entry(), "warning": INSECURE} if o.target.name in insecure else o.entry()

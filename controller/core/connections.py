@@ -1,6 +1,6 @@
 """Connection checks, decided: which keys to check, what a provider's answer means, the verdict.
 
-Pure: the provider calls live in ``controller.providers``; this module turns a
+Pure: the provider calls live in ``controller.providers.connections``; this module turns a
 global into check targets, an HTTP outcome into a reason, outcomes into the
 ``Connected`` verdict and into "is the service this account uses connected".
 Which service an account depends on comes from the catalog (``usedWhen`` in
@@ -10,6 +10,9 @@ Provider messages are never copied: an OpenAI 401 quotes part of the key
 ("Incorrect API key provided: sk-abc***xyz"). Messages are built from our own
 words, the HTTP status and the endpoint without its userinfo or query;
 ``scrub`` is the last line of defence for any text that did come from outside.
+
+A key the provider accepts is ``connected``; its reason keeps the published value
+``Verified`` (``Reason.VERIFIED``), which alerts, dashboards and scripts match on.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ CONNECTED = "Connected"
 # and the annotation are checked at once anyway, and 3 keys x 12 calls an hour is
 # nothing against any provider's rate limit (OpenAI's lowest tier allows 500 a minute).
 DEFAULT_INTERVAL = 300.0
-DEFAULT_TIMEOUT = 10.0  # seconds one key check may take
+DEFAULT_TIMEOUT = 10.0  # seconds one connection check may take
 
 
 class Reason(enum.StrEnum):
@@ -316,7 +319,7 @@ class Verdict:
 
 
 def verdict(checked: Sequence[Outcome]) -> Verdict:
-    """The ``Connected`` condition: True only when every checked key is verified."""
+    """The ``Connected`` condition: True only when the provider accepts every checked key."""
     if not checked:
         return Verdict("True", "NothingToCheck", "no enabled integration references a key")
     failed = [o for o in checked if not o.connected and o.reason is not Reason.CHECKING]
@@ -356,7 +359,7 @@ def slots_used(cat: catalog.Catalog, effective: merging.EffectiveIntegration) ->
 def services_connected(
     cat: catalog.Catalog, result: merging.AccountResult, outcomes: Mapping[str, Outcome]
 ) -> dict[str, bool]:
-    """Per enabled integration of an account: whether every key its settings use is verified.
+    """Per enabled integration of an account: whether every key its settings use is connected.
 
     ``outcomes`` is keyed by ``Target.name``. An integration that uses no checked key is
     left out; a slot not checked yet counts as not connected.

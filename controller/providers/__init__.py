@@ -1,4 +1,5 @@
-"""Provider checks: the HTTP calls that verify platform keys against their providers.
+"""Connection checks against the providers: the HTTP calls that ask each provider whether it
+accepts a platform key (``connections``).
 
 Shared by file mode (``settings-controller test-connection``) and cluster mode
 (``controller.cluster.connections``); imports neither. What an answer means is

@@ -1,5 +1,5 @@
-"""The operator's check rounds (``controller.cluster.connections.Verifier``) against the provider
-simulator, without a control plane: a recording writer stands for the API server.
+"""The operator's connection checks (``controller.cluster.connections.ConnectionChecker``)
+against the provider simulator, without a control plane: a recording writer stands for the API server.
 
 A hostile answer to one key costs that key its row only; a round that fails anyway still
 answers for every key; the annotation re-checks every key; no 8-character run of any key
@@ -24,7 +24,7 @@ from controller.cluster import connections, metrics, reconciling
 from controller.cluster.runtime import records, resources, secrets
 from controller.core import catalog as catalog_
 from controller.core import connections as core_connections
-from controller.providers import checks
+from controller.providers import connections as provider_connections
 from tests.connections import conftest as connections_conftest
 from tests.providers import simulator
 
@@ -43,7 +43,7 @@ class Writer:
         self.events: list[tuple[str, str, str]] = []
 
     async def apply(self, manifest: Mapping[str, Any]) -> None:
-        raise AssertionError("the verifier applies nothing")
+        raise AssertionError("the connection checker applies nothing")
 
     async def apply_status(
         self,
@@ -93,7 +93,7 @@ class Round:
         )
         self.declare()
         self.keys(GOOD)
-        self.verifier = connections.Verifier(
+        self.checker = connections.ConnectionChecker(
             catalog, self.writer, self.store, self.views, metrics.Metrics(), 300.0, 2.0
         )
 
@@ -109,7 +109,7 @@ class Round:
         self.store.replace([{"metadata": {"name": "platform-api-keys"}, "data": data}])
 
     def seen(self) -> None:
-        self.verifier.global_seen(self.views.globals["default"])
+        self.checker.global_seen(self.views.globals["default"])
 
 
 async def _until(what: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -141,7 +141,7 @@ def test_a_hostile_answer_costs_one_key_and_the_annotation_rechecks_every_key(
         r = Round(catalog, trusted)
         r.keys(hostile)
         r.seen()
-        task = asyncio.create_task(r.verifier.run())
+        task = asyncio.create_task(r.checker.run())
         try:
             await _until(lambda: len(r.writer.connections()) == 3)
             assert r.writer.connections() == {
@@ -156,7 +156,7 @@ def test_a_hostile_answer_costs_one_key_and_the_annotation_rechecks_every_key(
             assert sorted(trusted.received_keys()[before:]) == sorted(hostile.values())
         finally:
             task.cancel()
-            await r.verifier.close()
+            await r.checker.close()
 
     asyncio.run(main())
     assert "Traceback" not in caplog.text
@@ -174,18 +174,18 @@ def test_a_round_that_raises_anyway_still_answers_for_every_key(
     async def broken(*args: Any, **kwargs: Any) -> list[core_connections.Outcome]:
         raise RecursionError(GOOD["openai"])
 
-    monkeypatch.setattr(checks, "check_all", broken)
+    monkeypatch.setattr(provider_connections, "check_all", broken)
     caplog.set_level(logging.INFO)
 
     async def main() -> Writer:
         r = Round(catalog, trusted)
         r.seen()
-        task = asyncio.create_task(r.verifier.run())
+        task = asyncio.create_task(r.checker.run())
         try:
             await _until(lambda: len(r.writer.connections()) == 3)
         finally:
             task.cancel()
-            await r.verifier.close()
+            await r.checker.close()
         return r.writer
 
     writer = asyncio.run(main())
@@ -218,12 +218,12 @@ def test_no_8_character_run_of_an_echoed_key_in_statuses_events_or_logs(
         r = Round(catalog, trusted)
         r.keys(echoing)
         r.seen()
-        task = asyncio.create_task(r.verifier.run())
+        task = asyncio.create_task(r.checker.run())
         try:
             await _until(lambda: len(r.writer.events) == 3)
         finally:
             task.cancel()
-            await r.verifier.close()
+            await r.checker.close()
         return r.writer
 
     writer = asyncio.run(main())
@@ -235,7 +235,7 @@ def test_no_8_character_run_of_an_echoed_key_in_statuses_events_or_logs(
 def _series(r: Round) -> dict[str, float]:
     """Every ``settings_controller_connected`` and per-reason check series, by labels."""
     out = {}
-    for metric in (r.verifier.meter.connected, r.verifier.meter.checks):
+    for metric in (r.checker.meter.connected, r.checker.meter.connection_checks):
         for family in metric.collect():
             for sample in family.samples:
                 if sample.name.endswith("_created"):
@@ -256,7 +256,7 @@ def test_a_removed_credential_leaves_no_series_even_mid_check(
         r = Round(catalog, trusted)
         r.keys(failing)
         r.seen()
-        task = asyncio.create_task(r.verifier.run())
+        task = asyncio.create_task(r.checker.run())
         try:
             await _until(lambda: len(r.writer.connections()) == 3)
             assert any("runware" in k and v == 0 for k, v in _series(r).items()), _series(r)
@@ -269,11 +269,11 @@ def test_a_removed_credential_leaves_no_series_even_mid_check(
             assert [k for k in _series(r) if "runware" in k] == []
             assert any("dalle" in k for k in _series(r))  # the others' series stay
             r.globals.replace([])  # the whole global deleted
-            r.verifier.refresh()
+            r.checker.refresh()
             assert [k for k in _series(r) if "credential" in k] == [], _series(r)
         finally:
             task.cancel()
-            await r.verifier.close()
+            await r.checker.close()
 
     asyncio.run(main())
 
@@ -288,33 +288,33 @@ def test_rechecks_are_requeues_of_each_credential_on_the_checks_queue(
     async def main() -> None:
         r = Round(catalog, trusted)
         meter = metrics.Metrics()
-        await r.verifier.close()  # the Round's, at the default interval
-        r.verifier = connections.Verifier(
+        await r.checker.close()  # the Round's, at the default interval
+        r.checker = connections.ConnectionChecker(
             catalog, r.writer, r.store, r.views, meter, interval=0.5, timeout=2.0
         )
         r.seen()
-        assert sorted(map(str, r.verifier.queue.pending)) == sorted(
+        assert sorted(map(str, r.checker.queue.pending)) == sorted(
             ["the global's Connected status", *core_names(r)]
         )
-        task = asyncio.create_task(r.verifier.run())
+        task = asyncio.create_task(r.checker.run())
         try:
             await _until(lambda: len(r.writer.connections()) == 3)
             first = len(trusted.received)
-            await _until(lambda: r.verifier.queue.waiting == 3, 2.0)  # each waits its requeue
+            await _until(lambda: r.checker.queue.waiting == 3, 2.0)  # each waits its requeue
             await _until(lambda: len(trusted.received) >= first + 3, 2.0)  # ~0.5 s later
             # A rotated key: checked at once, whatever it waited for.
             rotated = {**GOOD, "openai": "sk-proj-verifier-rotated-openai-ZyXw9876"}
-            await _until(lambda: r.verifier.queue.waiting == 3, 2.0)
+            await _until(lambda: r.checker.queue.waiting == 3, 2.0)
             before = len(trusted.received)
             r.keys(rotated)
-            r.verifier.refresh()
+            r.checker.refresh()
             await _until(lambda: len(trusted.received) > before, 0.4)
             assert trusted.received_keys()[before] == rotated["openai"]
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await r.verifier.close()
+            await r.checker.close()
         total = "controller_runtime_reconcile_total"
         requeued = meter.registry.get_sample_value(
             total, {"controller": "connection-checks", "result": "requeue_after"}
@@ -322,7 +322,7 @@ def test_rechecks_are_requeues_of_each_credential_on_the_checks_queue(
         assert requeued is not None and requeued >= 6
 
     def core_names(r: Round) -> list[str]:
-        _, decl = r.verifier._global()
+        _, decl = r.checker._global()
         assert decl is not None
         return [t.name for t in core_connections.targets(catalog, decl)]
 

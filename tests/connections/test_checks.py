@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from controller.core import connections
-from controller.providers import checks
+from controller.providers import connections as provider_connections
 from tests.providers import simulator
 
 Reason = connections.Reason
@@ -29,7 +29,7 @@ def _target(provider: str, endpoint: str) -> connections.Target:
 def _check(
     target: connections.Target, key: str | None, timeout: float = 3.0
 ) -> connections.Outcome:
-    return asyncio.run(checks.check_all([target], lambda _: key, timeout=timeout))[0]
+    return asyncio.run(provider_connections.check_all([target], lambda _: key, timeout=timeout))[0]
 
 
 def _shown(outcome: connections.Outcome) -> str:
@@ -85,9 +85,9 @@ def test_the_realistic_models_list_is_verified_fast_and_its_connection_kept(
     target = _target("openai", trusted.openai)
 
     async def twice() -> list[connections.Outcome]:
-        async with checks.session() as http:
-            first = await checks.check(http, target, key, 5.0)
-            second = await checks.check(http, target, key, 5.0)
+        async with provider_connections.session() as http:
+            first = await provider_connections.check(http, target, key, 5.0)
+            second = await provider_connections.check(http, target, key, 5.0)
             return [first, second]
 
     before = trusted.connections
@@ -161,7 +161,9 @@ def test_a_hostile_answer_costs_its_own_row_only(
     ]
     keys = {id(targets[0]): good, id(targets[1]): hostile, id(targets[2]): good}
     started = time.perf_counter()
-    outcomes = asyncio.run(checks.check_all(targets, lambda t: keys[id(t)], timeout=TIMEOUT))
+    outcomes = asyncio.run(
+        provider_connections.check_all(targets, lambda t: keys[id(t)], timeout=TIMEOUT)
+    )
     elapsed = time.perf_counter() - started
     expected = HOSTILE[behaviour]
     allowed = expected if isinstance(expected, frozenset) else {expected}
@@ -184,10 +186,12 @@ def test_a_compression_bomb_is_bounded_by_its_decoded_size(trusted: Simulator) -
         tracemalloc.stop()
     assert (outcome.reason, outcome.detail) == (
         Reason.UNEXPECTED_RESPONSE,
-        f"body larger than {checks.MAX_BODY // 1024} KiB",
+        f"body larger than {provider_connections.MAX_BODY // 1024} KiB",
     )
     print(f"bomb of {simulator.BOMB_SIZE >> 20} MiB decoded: peak {peak / 2**20:.1f} MiB")
-    assert peak < 8 * checks.MAX_BODY  # the check's copies plus the simulator's chunks
+    assert (
+        peak < 8 * provider_connections.MAX_BODY
+    )  # the check's copies plus the simulator's chunks
 
 
 @pytest.mark.parametrize("echo", simulator.ECHOES)
@@ -246,7 +250,7 @@ def test_a_check_that_raises_costs_its_own_row_only(
 ) -> None:
     # Defence in depth: whatever escapes one check (a bug, not the provider) is that key's
     # UnexpectedResponse; the others are still checked.
-    real = checks.check
+    real = provider_connections.check
 
     async def flaky(
         http: aiohttp.ClientSession, target: connections.Target, key: str | None, timeout: float
@@ -255,9 +259,11 @@ def test_a_check_that_raises_costs_its_own_row_only(
             raise RecursionError("sk-proj-K3yMaterial0123456789")
         return await real(http, target, key, timeout)
 
-    monkeypatch.setattr(checks, "check", flaky)
+    monkeypatch.setattr(provider_connections, "check", flaky)
     targets = [_target("openai", trusted.openai), _target("runware", trusted.runware)]
-    outcomes = asyncio.run(checks.check_all(targets, lambda _: "sk-proj-good-K3y0123456789"))
+    outcomes = asyncio.run(
+        provider_connections.check_all(targets, lambda _: "sk-proj-good-K3y0123456789")
+    )
     assert [(o.reason, o.detail) for o in outcomes] == [
         (Reason.VERIFIED, ""),
         (Reason.UNEXPECTED_RESPONSE, "check failed: RecursionError"),

@@ -77,7 +77,10 @@ def checking(
     log = pathlib.Path(tmp_path_factory.mktemp("connections")) / "operator.log"
     with simulator.Simulator(hang=5.0) as fake:
         op = support.Operator(
-            installed, log, ("--verify-interval=30", "--verify-timeout=2"), fake.env()
+            installed,
+            log,
+            ("--connection-check-interval=30", "--connection-check-timeout=2"),
+            fake.env(),
         )
         state = Checking(installed, fake, op)
         state.keys()

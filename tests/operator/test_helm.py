@@ -244,7 +244,7 @@ def test_values(helm: pathlib.Path) -> None:
         f"--set-json=topologySpreadConstraints=[{json.dumps(spread)}]",
         "--set=priorityClassName=platform-critical",
         f"--set-json=extraEnv={json.dumps(proxy)}",
-        "--set=extraArgs={--verify-interval=0}",
+        "--set=extraArgs={--connection-check-interval=0}",
         '--set-json=extraVolumes=[{"name":"ca","secret":{"secretName":"private-ca"}}]',
         '--set-json=extraVolumeMounts=[{"name":"ca","mountPath":"/etc/ca","readOnly":true}]',
         "--set=logLevel=debug",
@@ -276,7 +276,7 @@ def test_values(helm: pathlib.Path) -> None:
         "--log-level=debug",
         "--log-format=text",
         "--metrics-secure=false",
-        "--verify-interval=0",
+        "--connection-check-interval=0",
     ]
     assert "--metrics-bind-address=:8443" in container["args"]
     assert {"name": "metrics", "containerPort": 8443} in container["ports"]
@@ -737,7 +737,7 @@ def test_install_in_another_namespace_confines_that_identity(
     deployment = json.loads(_kubectl(kube, own_cluster, "get", "deployment", "settings-controller",
                                      "-n", "platform-integrations", "-o", "json").stdout)  # fmt: skip
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert "--verify-interval=0" in container["args"]
+    assert "--connection-check-interval=0" in container["args"]
     assert {"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"} in container["env"]
     assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     _kubectl(kube, own_cluster, "get", "pdb", "settings-controller", "-n", "platform-integrations")

@@ -1,4 +1,4 @@
-"""The provider simulator: OpenAI and Runware as the key checks meet them, polite or hostile.
+"""The provider simulator: OpenAI and Runware as the connection checks meet them, polite or hostile.
 
 Every provider test uses this one module (CLI, operator, property tests): it lives in
 ``tests/providers/`` because it stands for the other side of ``controller/providers``, the
@@ -35,7 +35,7 @@ code (the whole key or a middle fragment).
 
 Loopback only (127.0.0.1). ``with Simulator() as sim`` runs it in a thread with its own
 event loop (the CLI and the operator are subprocesses; the property tests call
-``checks.check_all`` in their own loop). It records every key it received
+``providers.connections.check_all`` in their own loop). It records every key it received
 (``received``) and every proxied request (``proxied``). ``python -m
 tests.providers.simulator`` runs one in the foreground.
 """

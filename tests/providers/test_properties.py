@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from controller.cluster import connections as cluster_connections
 from controller.commands import connection
 from controller.core import connections
-from controller.providers import checks
+from controller.providers import connections as provider_connections
 from tests.providers import simulator
 
 TIMEOUT = 0.3  # per check: stalls cost this much, so small
@@ -124,7 +124,9 @@ def test_fuzz_provider_answers_never_break_a_round(sim: simulator.Simulator) -> 
             targets.append(target)
             keyed[target.slot] = key
         started = time.perf_counter()
-        outcomes = asyncio.run(checks.check_all(targets, lambda t: keyed[t.slot], timeout=TIMEOUT))
+        outcomes = asyncio.run(
+            provider_connections.check_all(targets, lambda t: keyed[t.slot], timeout=TIMEOUT)
+        )
         elapsed = time.perf_counter() - started
         # Four at most: one wave of checks, each bounded by the timeout.
         assert elapsed < TIMEOUT + max(a.delay for *_, a in drawn) + SLACK, elapsed

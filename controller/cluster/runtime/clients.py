@@ -253,7 +253,7 @@ class Client:
         owned and leaves out is removed, a field another manager owns is left alone,
         and ``conditions`` (a map list keyed by ``type``, schemas/common.json) is
         owned entry by entry. So two writers of one object's status (the account
-        reconciler, the key checker) never drop each other's conditions, whatever
+        reconciler, the connection checker) never drop each other's conditions, whatever
         view each computed from. ``force``: a value another manager set is taken
         over, not a 409. A missing object is no error (the status subresource never
         creates one: deleted meanwhile, nothing to report on)."""

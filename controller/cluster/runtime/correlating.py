@@ -1,7 +1,7 @@
 """Events aggregated and rate-limited per object, as client-go's event correlator does.
 
 Pure (the clock is passed in): ``Client.post_event`` asks ``correlate`` what to
-write for each Event it is given, whoever posts it (statuses, key checks).
+write for each Event it is given, whoever posts it (statuses, connection checks).
 client-go's ``tools/record/events_cache.go``, the same three steps in the same
 order, with its defaults:
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 class PlatformKeys(Protocol):
     """What reads a platform key: the reconciler (to copy it), the statuses (is it there),
-    the key checks (to send it to its provider). ``SecretStore`` is the one the operator runs."""
+    the connection checks (to send it to its provider). ``SecretStore`` is the one the operator runs."""
 
     def value(self, secret_name: str, key: str) -> str | None:
         """The base64 value of a platform key, or None when missing or empty."""

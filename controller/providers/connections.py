@@ -1,4 +1,5 @@
-"""One authenticated call per key, the cheapest each provider documents.
+"""Connection checks, the calls: one authenticated request per key, the cheapest each
+provider documents.
 
 * OpenAI (text and DALL-E): ``GET {endpoint}/models`` with ``Authorization: Bearer``.
 * Runware: ``POST {endpoint}`` with a JSON array holding one ``authentication``
@@ -38,7 +39,7 @@ from typing import Any
 import aiohttp
 from aiohttp import http_exceptions
 
-from controller.core import connections
+from controller.core import connections  # the same concept one layer down: what answers mean
 
 Target = connections.Target
 Outcome = connections.Outcome
@@ -59,7 +60,7 @@ def session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         trust_env=True,
         cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": "settings-controller (key check)"},
+        headers={"User-Agent": "settings-controller (connection check)"},
         connector=aiohttp.TCPConnector(ssl=ssl.create_default_context()),
     )
 
