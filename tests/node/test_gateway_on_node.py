@@ -218,9 +218,11 @@ class Loop:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        assert self.proc.stderr is not None
+        assert self.proc.stderr is not None and self.proc.stdout is not None
         err = self.proc.stderr.read()
         self.reader.join(10)
+        self.proc.stderr.close()
+        self.proc.stdout.close()
         OUTPUTS.extend([*self.raw, err])
 
 
@@ -314,7 +316,12 @@ def world(operator: Node) -> Iterator[World]:
             _set_key(node, KEY)
             kube.kubectl("apply", "-f", "-", input=json.dumps(_global(sim)))
             items = [_account(accounts[r], plans[r]) for r in accounts]
-            kube.kubectl("apply", "-f", "-", input=json.dumps({"kind": "List", "items": items}))
+            kube.kubectl(
+                "apply",
+                "-f",
+                "-",
+                input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+            )
             ca = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -343,7 +350,12 @@ def world(operator: Node) -> Iterator[World]:
                     60,
                 )
             pods = [_workload(ns, image) for ns in accounts.values()]
-            kube.kubectl("apply", "-f", "-", input=json.dumps({"kind": "List", "items": pods}))
+            kube.kubectl(
+                "apply",
+                "-f",
+                "-",
+                input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}),
+            )
             for ns in accounts.values():
                 wait_for(
                     f"the workload in {ns} Ready", lambda ns=ns: _ready(node, ns, "workload"), 180
