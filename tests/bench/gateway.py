@@ -18,7 +18,9 @@ simulator and then through the gateway, and reports:
   time it spent besides waiting for the provider), p50/p99 interpolated in its buckets.
 
 At saturation (``--concurrency`` requests always in flight, closed loop) it reports the
-throughput of each path. Numbers are merged into tests/bench/results.json under
+throughput of each path, and then the gateway's throughput and p50/p99 at saturation with
+one replica and with two (a second gateway process on the same declarations, the load
+generator spreading its workers over both), and their ratio. Numbers are merged into tests/bench/results.json under
 "gateway". On the shared 2-core machine the load generator, the simulator and the
 gateway compete for the same cores, so the added latency includes some of that contention.
 """
@@ -120,6 +122,39 @@ class _Process:
                 self.proc.wait(10)
 
 
+class _Gateway(_Process):
+    """``settings-controller gateway`` in local mode, as users run it."""
+
+    def __init__(self, declarations: pathlib.Path, tokens: pathlib.Path, keys: pathlib.Path):
+        super().__init__(
+            [
+                str(CLI),
+                "gateway",
+                "--declarations",
+                str(declarations),
+                "--tokens",
+                str(tokens),
+                "--keys-dir",
+                str(keys),
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--max-connections",
+                "1000",
+            ],
+            r"metrics at http://127\.0\.0\.1:(\d+)/metrics",
+        )
+        port = next(
+            int(m.group(1))
+            for line in self.lines
+            if (m := re.search(r"serving http://127\.0\.0\.1:(\d+)/v1", line))
+        )
+        assert self.match is not None
+        self.metrics_url = f"http://127.0.0.1:{self.match.group(1)}/metrics"
+        self.chat_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
 def _world(root: pathlib.Path, openai_url: str) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
     declarations = root / "declarations"
     (declarations / "accounts").mkdir(parents=True)
@@ -195,18 +230,21 @@ async def _fixed_rate(
 
 
 async def _saturate(
-    url: str, headers: dict[str, str], stream: bool, concurrency: int, seconds: float
+    url: str | list[str], headers: dict[str, str], stream: bool, concurrency: int, seconds: float
 ) -> dict[str, Any]:
+    """Closed loop; with several URLs (replicas) worker i sends to URL i mod n, so the
+    load is spread evenly, as a Service spreads connections."""
+    urls = [url] if isinstance(url, str) else url
     done = failed = 0
     latencies: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         deadline = time.perf_counter() + seconds
 
-        async def worker() -> None:
+        async def worker(target: str) -> None:
             nonlocal done, failed
             while time.perf_counter() < deadline:
                 try:
-                    latency, _, ok = await _one(session, url, headers, stream)
+                    latency, _, ok = await _one(session, target, headers, stream)
                 except aiohttp.ClientError:
                     failed += 1
                     continue
@@ -215,13 +253,14 @@ async def _saturate(
                 latencies.append(latency)
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(concurrency)))
         took = time.perf_counter() - start
     return {
         "requests": done,
         "failed": failed,
         "rps": round(done / took, 1),
         "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
     }
 
 
@@ -269,37 +308,14 @@ def run(rates: list[int], seconds: float, concurrency: int) -> dict[str, Any]:
     assert sim.match is not None
     openai_url = sim.match.group(1)
     root = pathlib.Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    declarations, tokens, keys = _world(root, openai_url)
-    gateway = _Process(
-        [
-            str(CLI),
-            "gateway",
-            "--declarations",
-            str(declarations),
-            "--tokens",
-            str(tokens),
-            "--keys-dir",
-            str(keys),
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--max-connections",
-            "1000",
-        ],
-        r"metrics at http://127\.0\.0\.1:(\d+)/metrics",
-    )
-    port = next(
-        int(m.group(1))
-        for line in gateway.lines
-        if (m := re.search(r"serving http://127\.0\.0\.1:(\d+)/v1", line))
-    )
-    assert gateway.match is not None
-    metrics_url = f"http://127.0.0.1:{gateway.match.group(1)}/metrics"
+    world = _world(root, openai_url)
+    gateway = _Gateway(*world)
+    metrics_url = gateway.metrics_url
     direct = (f"{openai_url}/chat/completions", {"Authorization": f"Bearer {KEY}"})
-    through = (f"http://127.0.0.1:{port}/v1/chat/completions", {"Authorization": f"Bearer {TOKEN}"})
+    through = (gateway.chat_url, {"Authorization": f"Bearer {TOKEN}"})
     pid = gateway.proc.pid
-    results: dict[str, Any] = {"rates": [], "saturation": [], "seconds": seconds}
+    results: dict[str, Any] = {"rates": [], "saturation": [], "replicas": [], "seconds": seconds}
+    second: _Gateway | None = None
     try:
         for stream in (False, True):
             kind = "stream" if stream else "chat"
@@ -334,7 +350,24 @@ def run(rates: list[int], seconds: float, concurrency: int) -> dict[str, Any]:
                 f"through {t['rps']:7.0f} req/s ({t['failed']} failed)",
                 flush=True,
             )
+        # Stateless replicas: the same chat load at saturation through one gateway process,
+        # then spread over two (each its own process, as two pods), on the same cores.
+        second = _Gateway(*world)
+        for replicas in (1, 2):
+            urls = [gateway.chat_url, second.chat_url][:replicas]
+            t = asyncio.run(_saturate(urls, through[1], False, concurrency, seconds))
+            results["replicas"].append({"replicas": replicas, "concurrency": concurrency, **t})
+            print(
+                f"replicas {replicas} x{concurrency}: {t['rps']:7.0f} req/s, p50 "
+                f"{t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms ({t['failed']} failed)",
+                flush=True,
+            )
+        one, two = results["replicas"]
+        results["replicas_throughput_ratio"] = round(two["rps"] / max(one["rps"], 1e-9), 2)
+        print(f"2 replicas / 1: x{results['replicas_throughput_ratio']} throughput", flush=True)
     finally:
+        if second is not None:
+            second.stop()
         gateway.stop()
         sim.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -376,6 +409,17 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"| {row['kind']} | saturation (x{row['concurrency']}) | {d['rps']:.0f} req/s "
             f"| {t['rps']:.0f} req/s | | | | | |"
+        )
+    for row in results.get("replicas", []):
+        lines.append(
+            f"| chat | {row['replicas']} replica(s), saturation (x{row['concurrency']}) | "
+            f"| {row['rps']:.0f} req/s, p50 {row['p50_ms']:.2f} / p99 {row['p99_ms']:.2f} ms "
+            "| | | | | |"
+        )
+    if "replicas_throughput_ratio" in results:
+        lines.append(
+            f"\n2 replicas / 1 replica, throughput at saturation: "
+            f"x{results['replicas_throughput_ratio']}"
         )
     return "\n".join(lines)
 

@@ -33,10 +33,12 @@ malformed HTTP (a garbage status line, bad chunk sizes, a truncated body, header
 any limit), and the key echoed in the body, a header, the reason phrase or the error
 code (the whole key or a middle fragment).
 
-Loopback only (127.0.0.1). ``with Simulator() as sim`` runs it in a thread with its own
-event loop (the CLI and the operator are subprocesses; the property tests call
-``providers.connections.check_all`` in their own loop). It records every key it received
-(``received``) and every proxied request (``proxied``). ``python -m
+Loopback (127.0.0.1) unless ``host`` names another address of this machine (the node
+tests' bridge address, for pods: its certificate names it too). ``with Simulator() as
+sim`` runs it in a thread with its own event loop (the CLI and the operator are
+subprocesses; the property tests call ``providers.connections.check_all`` in their own loop). It records
+every key it received (``received``; with the time, method and path: ``calls``) and every
+proxied request (``proxied``). ``python -m
 tests.providers.simulator`` runs one in the foreground.
 """
 
@@ -275,15 +277,24 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
 
 
 class Simulator:
-    """OpenAI and Runware on 127.0.0.1 (see the module docstring)."""
+    """OpenAI and Runware on 127.0.0.1, or on ``host`` (see the module docstring)."""
 
-    def __init__(self, default: Answer | None = None, tls: bool = True, hang: float = 30.0) -> None:
+    def __init__(
+        self,
+        default: Answer | None = None,
+        tls: bool = True,
+        hang: float = 30.0,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.default = default
+        self.host = host  # another address only to be reached from pods (tests/node)
         self.tls = tls
         self.hang = hang
         self.answers: dict[str, Answer] = {}
         self.refuse: set[str] = set()  # keys answered 401 whatever their words say
         self.received: list[tuple[str, str]] = []  # (provider, key), in arrival order
+        # (time.time(), method, path, key) of every provider request, in arrival order
+        self.calls: list[tuple[float, str, str, str]] = []
         self.proxied: list[str] = []  # absolute-form request targets (a proxy's requests)
         self.connections = 0  # TCP connections accepted (keep-alive reuses them)
         self.bodies: list[tuple[str, dict[str, Any]]] = []  # (path, JSON body) of generations
@@ -297,7 +308,8 @@ class Simulator:
             ca = trustme.CA()
             ca.cert_pem.write_to_path(str(self.ca_file))
             self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ca.issue_cert("127.0.0.1", "localhost").configure_cert(self._ssl)
+            names = dict.fromkeys((host, "127.0.0.1", "localhost"))
+            ca.issue_cert(*names).configure_cert(self._ssl)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -316,7 +328,7 @@ class Simulator:
 
     @property
     def base(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def openai(self) -> str:
@@ -368,7 +380,7 @@ class Simulator:
         for body in (MODELS, HUGE):
             _gzipped(body)
         self._server = await asyncio.start_server(
-            self._connection, "127.0.0.1", 0, limit=1 << 16, ssl=self._ssl
+            self._connection, self.host, 0, limit=1 << 16, ssl=self._ssl
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -419,6 +431,7 @@ class Simulator:
             return await self._send(writer, request, Answer(), 404, "Not Found", body)
         with self._lock:
             self.received.append((provider, key))
+            self.calls.append((time.time(), request.method, path.split("?", 1)[0], key))
             answer = self.answers.get(key) or self.default or _word_answer(key, self.hang)
             if key in self.refuse:
                 answer = Answer("invalid")

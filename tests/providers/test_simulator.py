@@ -162,3 +162,29 @@ def test_the_stall_sends_headers_then_nothing(sim: simulator.Simulator) -> None:
 def test_the_bomb_decodes_far_past_any_bound(sim: simulator.Simulator) -> None:
     decoded = gzip.decompress(simulator.bomb())
     assert len(decoded) == simulator.BOMB_SIZE and len(simulator.bomb()) < 1 << 20
+
+
+def test_another_host_address_is_served_with_a_certificate_naming_it() -> None:
+    """What the node tests use: the bridge address pods reach (here another loopback one).
+    Each call is recorded with its time, method and path; 127.0.0.1 is not listened on."""
+    with simulator.Simulator(host="127.0.0.2") as other:
+        assert other.openai.startswith(f"https://127.0.0.2:{other.port}/")
+        context = ssl.create_default_context(cafile=str(other.ca_file))
+        conn = http.client.HTTPSConnection("127.0.0.2", other.port, context=context, timeout=10)
+        try:
+            conn.request(
+                "POST",
+                "/openai/v1/chat/completions",
+                body=b'{"model": "gpt-4o"}',
+                headers={"Authorization": "Bearer sk-good-key"},
+            )
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+        ((_, method, path, key),) = other.calls
+        assert (method, path, key) == ("POST", "/openai/v1/chat/completions", "sk-good-key")
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", other.port), timeout=5),
+        ):
+            pass
