@@ -29,11 +29,11 @@ from typing import Any
 
 import pytest
 
+from tests.connections import conftest as connections_conftest
 from tests.harness import controlplane as cp
 from tests.harness import image as image_
 from tests.harness import node as node_
 from tests.harness.fixtures import kubectl_env
-from tests.connections import conftest as connections_conftest
 from tests.node import client_image
 from tests.node.conftest import NAMESPACE, PLATFORM_KEYS, REPO, Node, http_get, wait_for
 from tests.providers import simulator
