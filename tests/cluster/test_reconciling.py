@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import logging
 import pathlib
 from collections.abc import Mapping
 from typing import Any
@@ -469,5 +470,40 @@ def test_a_forced_resync_is_honoured_once_per_namespace_per_window(
         assert r.force("acct-1", "IntegrationSettings/acct-1/openai") is True
         assert r.force("acct-1", "IntegrationSettings/acct-1/openai") is False
         assert r.force("acct-1", "global") is True
+
+    asyncio.run(main())
+
+
+def test_a_fan_out_logs_one_line_for_its_writes(
+    catalog: catalog_.Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fan-out's writes are counted in one INFO line once its pass drained (each is a DEBUG
+    line); outside a pass, each write is an INFO line."""
+    views = views_for(catalog, 5)
+    writer = FakeWriter(views)
+    caplog.set_level(logging.DEBUG, logger=reconciling.__name__)
+
+    def lines(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == level]
+
+    async def main() -> None:
+        r = reconciler(catalog, views, writer)
+        await r.everything("first")
+        info = lines(logging.INFO)
+        assert not [m for m in info if ": wrote " in m and m.startswith("account ")], info
+        assert sum("synced every namespace (first)" in m for m in info) == 1, info
+        (summary,) = [m for m in info if m.startswith("synced every namespace")]
+        assert summary.endswith("wrote 5 ConfigMap, 5 Secret"), summary
+        assert len([m for m in lines(logging.DEBUG) if ": wrote " in m]) == 10
+        # Nothing changed: the next pass says so, and writes nothing.
+        caplog.clear()
+        await r.everything("again")
+        (again,) = [m for m in lines(logging.INFO) if m.startswith("synced every")]
+        assert again.endswith("wrote nothing"), again
+        # Outside a pass, a write is its own INFO line again.
+        caplog.clear()
+        views.configmaps.pop("acct-2")  # type: ignore[attr-defined]
+        await r.account("acct-2")
+        assert lines(logging.INFO) == ["account acct-2: wrote acct-2/integration-settings"]
 
     asyncio.run(main())
