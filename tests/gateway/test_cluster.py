@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import pathlib
 import secrets
@@ -211,17 +212,35 @@ def test_an_unclaimed_namespace_is_403_no_account(
     assert r.json()["error"]["code"] == "no_account"
 
 
-def _raw(gateway: Gateway, authorization: bytes) -> bytes:
-    """One request with this Authorization header, as bytes on the wire (no client checks)."""
+def _raw(gateway: Gateway, authorization: bytes) -> bytes | None:
+    """One request with this Authorization header, as bytes on the wire (no client checks);
+    None when the gateway reset the connection before its answer could be read.
+
+    A server that answers and closes while the client is still sending (a header of
+    megabytes) leaves unread bytes behind, so the kernel closes with a reset, and a reset
+    that arrives before the client has read the answer discards it (RFC 9112 §9.6: only a
+    lingering close avoids that). Then the refusal is the reset itself."""
+    request = (
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Authorization: " + authorization + b"\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
-        s.sendall(
-            b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            b"Authorization: " + authorization + b"\r\n\r\n"
-        )
+        # Send from a thread and read here meanwhile, so an early answer is read at once.
+        def send() -> None:
+            with contextlib.suppress(OSError):  # the gateway stopped reading: that is its answer
+                s.sendall(request)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
         chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
+        try:
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        finally:
+            sender.join(10)
+    return b"".join(chunks) or None
 
 
 @pytest.mark.parametrize(
@@ -240,6 +259,9 @@ def test_tokens_that_are_not_service_account_tokens_are_refused_without_echo(
     started = time.monotonic()
     answer = _raw(gateway, header)
     assert time.monotonic() - started < 5
+    if answer is None:  # reset before the answer could be read: only for a header this big
+        assert len(header) > 1_000_000
+        return
     assert answer.split(b" ")[1] in (b"400", b"401", b"431"), answer[:300]
     assert b"TOKENPART" not in answer
 
