@@ -120,9 +120,46 @@ def _apply_examples(kube: Kube) -> bool:
     return all("plan free may not override" in line for line in errors)
 
 
+# What a session's earlier tests may have installed (tests.operator.fixtures.install: the
+# global and the key Secret, once per session) and the node tests overwrite: kept before,
+# put back after, so tests that run later find the control plane as it was.
+_KEPT = (("globalintegrationsettings", "default"), ("secret", "platform-api-keys", "-n", NAMESPACE))
+
+
+def _keep(kube: Kube) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+    kept = []
+    for args in _KEPT:
+        proc = kube.kubectl("get", *args, "-o", "json", check=False)
+        if proc.returncode == 0:
+            obj = json.loads(proc.stdout)
+            meta = obj["metadata"]
+            obj["metadata"] = {
+                k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta
+            }
+            obj.pop("status", None)
+            kept.append((obj, args))
+    return kept
+
+
+def _put_back(kube: Kube, kept: list[tuple[dict[str, Any], tuple[str, ...]]]) -> None:
+    for obj, args in kept:
+        # Deleted with examples/ a moment ago, or edited: created again as it was kept (a
+        # custom resource cannot be replaced without a resourceVersion).
+        kube.kubectl("delete", *args, "--ignore-not-found", "--wait=true", "--timeout=60s")
+        body = json.dumps(obj)
+        wait_for(
+            f"{obj['kind']} {obj['metadata']['name']} created again",
+            lambda body=body: (
+                kube.kubectl("create", "-f", "-", input=body, check=False).returncode == 0
+            ),
+            60,
+        )
+
+
 @pytest.fixture(scope="package")
 def operator(node: Node) -> Iterator[Node]:
     """The operator running as a pod on the node, examples/ applied."""
+    kept = _keep(node.kube)
     archive = image_.build()
     node_.import_image(node.paths, archive)
     kube = node.kube
@@ -176,3 +213,4 @@ def operator(node: Node) -> Iterator[Node]:
         check=False,
         timeout=180,
     )
+    _put_back(kube, kept)
