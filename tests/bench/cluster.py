@@ -366,14 +366,16 @@ async def cold_start(
     before = kube.apiserver_writes(paths, server)
     cpu_before = cpu()
     started = time.perf_counter()
-    operator.start()
     if profile is not None:
-        operator.profile(profile, seconds=max(10, len(names) // 150))
+        operator.profile_start(profile)
+    operator.start()
     ready = observer.wait_ready(names)
     present = observer.wait_configmaps(names, lambda _: True)
     await asyncio.wait_for(asyncio.gather(ready.done, present.done), timeout)
     elapsed = max(ready.finished_at, present.finished_at) - started
     await quiesce(operator)
+    if profile is not None:
+        operator.profile_stop()
     writes = kube.delta(kube.apiserver_writes(paths, server), before)
     return {
         "cpu_ms_per_write": per(cpu_before, cpu(), sum(writes.values())),
@@ -435,13 +437,15 @@ async def fanout(
     before_op, before_api = operator.metrics(), kube.apiserver_writes(paths, server)
     waiter = observer.wait_configmaps(affected, lambda o: o.get("temperature") == temperature)
     if profile is not None:
-        operator.profile(profile, seconds=max(5, len(batch) // 100))
+        operator.profile_start(profile)
     cpu_before = cpu()
     started = time.perf_counter()
     await kube.apply(api, global_)
     await asyncio.wait_for(waiter.done, 600)
     elapsed = waiter.finished_at - started
     await quiesce(operator)
+    if profile is not None:
+        operator.profile_stop()
     cpu_after = cpu()
     op = operator.metrics()
     api_writes = kube.delta(kube.apiserver_writes(paths, server), before_api)
@@ -570,7 +574,11 @@ async def _run(
         return used
 
     operator = kube.Operator(
-        info, work / "operator.log", args.concurrency, work / "heap.json" if args.heap else None
+        info,
+        work / "operator.log",
+        args.concurrency,
+        work / "heap.json" if args.heap else None,
+        sampled=args.profile is not None,
     )
     like: LikeForLike | None = None
     results: dict[str, Any] = {
@@ -611,7 +619,7 @@ async def _run(
                 names,
                 1800,
                 cpu,
-                args.profile / f"cold-{n}.speedscope.json" if args.profile else None,
+                args.profile / f"cold-{n}.txt" if args.profile else None,
             )
             row["cold_start"]["never_rendered"] = n - created
             created = n
@@ -640,11 +648,7 @@ async def _run(
             rounds = []
             for i in range(args.rounds):
                 temperature = 0.9 if temperature != 0.9 else 0.7
-                prof = (
-                    args.profile / f"fanout-{n}.speedscope.json"
-                    if args.profile and i == 0
-                    else None
-                )
+                prof = args.profile / f"fanout-{n}.txt" if args.profile and i == 0 else None
                 cpu_before = operator.cpu_s()
                 f = await fanout(
                     writer,
@@ -1134,7 +1138,10 @@ def parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=16, help="operator's --concurrency, and the baseline's"
     )
     p.add_argument(
-        "--profile", type=pathlib.Path, default=None, help="py-spy the fan-outs into DIR"
+        "--profile",
+        type=pathlib.Path,
+        default=None,
+        help="sample the operator's CPU time in cold starts and fan-outs into DIR (sampled.py)",
     )
     p.add_argument(
         "--kyverno",

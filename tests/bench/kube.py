@@ -15,7 +15,6 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -383,6 +382,7 @@ class Operator:
         log: pathlib.Path,
         concurrency: int,
         heap: pathlib.Path | None = None,
+        sampled: bool = False,
     ):
         self.info = info
         # Under tracemalloc, its heap written to this file on ``heap_breakdown()``.
@@ -392,15 +392,22 @@ class Operator:
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
         self.health_port = free_port()
-        self.profiler: subprocess.Popen[bytes] | None = None
+        # Under the CPU-time sampler (``--profile``): ``control`` names the next profile.
+        self.sampled = sampled
+        self.control = log.with_name("profile.control")
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            prefix = (
-                [sys.executable, "-X", "tracemalloc=1", "-m", "tests.bench.traced", str(self.heap)]
-                if self.heap
-                else [str(CLI)]
-            )
+            prefix = [str(CLI)]
+            if self.heap:
+                prefix = [
+                    *(sys.executable, "-X", "tracemalloc=1", "-m", "tests.bench.traced"),
+                    str(self.heap),
+                ]
+            elif self.sampled:
+                # The CPU-time sampler (``profile_start``): its handlers are installed
+                # before the operator runs, so a signal never finds the default action.
+                prefix = [sys.executable, "-m", "tests.bench.sampled", str(self.control)]
             self.proc = subprocess.Popen(
                 [
                     *prefix,
@@ -480,29 +487,25 @@ class Operator:
                 out[key] = float(value)
         return out
 
-    def profile(self, output: pathlib.Path, seconds: int) -> None:
-        """py-spy record of the operator for ``seconds`` (in the background)."""
-        spy = shutil.which("py-spy") or str(pathlib.Path(sys.executable).parent / "py-spy")
+    def profile_start(self, output: pathlib.Path) -> None:
+        """Sample the operator's CPU time into ``output`` from now until ``profile_stop``
+        (tests/bench/sampled.py); before ``start``, from its first instruction."""
+        self.control.write_text(str(output))
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGUSR1)
+
+    def profile_stop(self, timeout: float = 60) -> None:
+        """Write the samples taken since ``profile_start``."""
         assert self.proc is not None
-        self.profiler = subprocess.Popen(
-            [
-                spy,
-                "record",
-                "--pid",
-                str(self.proc.pid),
-                "--duration",
-                str(seconds),
-                "--rate",
-                "200",
-                "--format",
-                "speedscope",
-                "--output",
-                str(output),
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        output = pathlib.Path(self.control.read_text())
+        output.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while not output.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("no CPU profile from the operator")
+            time.sleep(0.1)
+        self.control.unlink()
 
 
 def total(metrics: Mapping[str, float], name: str, **labels: str) -> float:
@@ -516,6 +519,7 @@ def total(metrics: Mapping[str, float], name: str, **labels: str) -> float:
 
 _REQUEST = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
+REVIEWS = {"selfsubjectreviews", "selfsubjectaccessreviews", "subjectaccessreviews", "tokenreviews"}
 
 
 def apiserver_writes(paths: controlplane.Paths, server: str) -> dict[str, float]:
@@ -530,6 +534,10 @@ def apiserver_writes(paths: controlplane.Paths, server: str) -> dict[str, float]
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels")))
         if labels.get("verb") not in WRITE_VERBS:
+            continue
+        # The operator's start-up proof of its confinement: refused dry-run writes and a
+        # SelfSubjectReview, none of which changes anything stored.
+        if labels.get("dry_run") or labels.get("resource") in REVIEWS:
             continue
         key = labels.get("resource", "")
         if labels.get("subresource"):
