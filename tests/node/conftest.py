@@ -2,7 +2,7 @@
 
 ``node`` (session): the ``kube`` control plane with a node added (kubelet,
 containerd, pod network, kube-scheduler); stopped at the end if this session
-added it. ``operator`` (session): the operator image built from
+added it. ``deployed_operator`` (package): the operator image built from
 deploy/Dockerfile, loaded into the node, deploy/ applied through
 tests/harness/overlay, the Deployment Available, the platform key Secret and
 examples/ applied. Missing prerequisites skip on a developer machine and fail
@@ -157,7 +157,7 @@ def _put_back(kube: Kube, kept: list[tuple[dict[str, Any], tuple[str, ...]]]) ->
 
 
 @pytest.fixture(scope="package")
-def operator(node: Node) -> Iterator[Node]:
+def deployed_operator(node: Node) -> Iterator[Node]:
     """The operator running as a pod on the node, examples/ applied."""
     kept = _keep(node.kube)
     archive = image_.build()

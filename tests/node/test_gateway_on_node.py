@@ -300,8 +300,8 @@ def _measure(
 
 
 @pytest.fixture(scope="module")
-def world(operator: Node) -> Iterator[World]:
-    node = operator
+def world(deployed_operator: Node) -> Iterator[World]:
+    node = deployed_operator
     kube = node.kube
     suffix = secrets.token_hex(3)
     # "a" on a plan that may override, "b" on one that may not, "gone" to be deleted.

@@ -75,8 +75,8 @@ def _model(node: Node, namespace: str) -> str | None:
     return str(json.loads(json.loads(proc.stdout)["data"]["openai.json"])["model"])
 
 
-def test_the_operator_keeps_working_after_its_token_is_refreshed(operator: Node) -> None:
-    node = operator
+def test_the_operator_keeps_working_after_its_token_is_refreshed(deployed_operator: Node) -> None:
+    node = deployed_operator
     node.kube.kubectl(
         "patch", "deployment", DEPLOYMENT, "-n", NAMESPACE, "-p", json.dumps(_short_token_patch())
     )

@@ -65,9 +65,9 @@ def _set_openai_key(node: Node, value: str) -> None:
 
 
 def test_a_workload_sees_a_default_change_and_a_key_rotation_in_its_mounted_files(
-    operator: Node,
+    deployed_operator: Node,
 ) -> None:
-    node = operator
+    node = deployed_operator
     node.kube.kubectl("apply", "-f", str(REPO / "examples/workload.yaml.example"))
     pod = wait_for("the consumer pod Running", lambda: _consumer_pod(node), 120)
     assert wait_for("the settings file", lambda: _model_in_pod(node, pod), 120) == "gpt-4o-mini"
