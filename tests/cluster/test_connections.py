@@ -13,8 +13,7 @@ import base64
 import contextlib
 import functools
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -26,7 +25,11 @@ from controller.core import connections as core_connections
 from controller.providers import connections as provider_connections
 from tests.cluster import fakes
 from tests.connections import conftest as connections_conftest
+from tests.harness.fixtures import until_async
 from tests.providers import simulator
+
+# Seconds between two looks of until_async().
+POLL = 0.02
 
 GOOD = {
     "openai": "sk-proj-verifier-good-openai-AbCdEfGh0123",
@@ -89,14 +92,6 @@ class Round:
         )
 
 
-async def _until(what: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 def trusted(monkeypatch: pytest.MonkeyPatch) -> Any:
     with simulator.Simulator() as sim:
@@ -120,7 +115,9 @@ def test_a_hostile_answer_costs_one_key_and_the_annotation_rechecks_every_key(
         r.seen()
         task = asyncio.create_task(r.checker.run())
         try:
-            await _until(lambda: len(_connections(r.writer)) == 3)
+            await until_async(
+                lambda: len(_connections(r.writer)) == 3, "a row for every key", 10.0, POLL
+            )
             assert _connections(r.writer) == {
                 "image_generation.dalle": "UnexpectedResponse",
                 "image_generation.runware": "Verified",
@@ -129,7 +126,12 @@ def test_a_hostile_answer_costs_one_key_and_the_annotation_rechecks_every_key(
             before = len(trusted.received)
             r.declare(annotation="1")
             r.seen()
-            await _until(lambda: len(trusted.received) >= before + 3, 5.0)
+            await until_async(
+                lambda: len(trusted.received) >= before + 3,
+                "the three keys checked again",
+                5.0,
+                POLL,
+            )
             assert sorted(trusted.received_keys()[before:]) == sorted(hostile.values())
         finally:
             task.cancel()
@@ -159,7 +161,9 @@ def test_a_round_that_raises_anyway_still_answers_for_every_key(
         r.seen()
         task = asyncio.create_task(r.checker.run())
         try:
-            await _until(lambda: len(_connections(r.writer)) == 3)
+            await until_async(
+                lambda: len(_connections(r.writer)) == 3, "a row for every key", 10.0, POLL
+            )
         finally:
             task.cancel()
             await r.close()
@@ -197,7 +201,7 @@ def test_no_8_character_run_of_an_echoed_key_in_statuses_events_or_logs(
         r.seen()
         task = asyncio.create_task(r.checker.run())
         try:
-            await _until(lambda: len(r.writer.events) == 3)
+            await until_async(lambda: len(r.writer.events) == 3, "three Events", 10.0, POLL)
         finally:
             task.cancel()
             await r.close()
@@ -235,14 +239,21 @@ def test_a_removed_credential_leaves_no_series_even_mid_check(
         r.seen()
         task = asyncio.create_task(r.checker.run())
         try:
-            await _until(lambda: len(_connections(r.writer)) == 3)
+            await until_async(
+                lambda: len(_connections(r.writer)) == 3, "a row for every key", 10.0, POLL
+            )
             assert any("runware" in k and v == 0 for k, v in _series(r).items()), _series(r)
             body = connections_conftest.global_body(connections_conftest.local_endpoints(trusted))
             del body["spec"]["integrations"]["image_generation"]["credentials"]["runware"]
             body["metadata"] = {"name": "default", "uid": "g", "generation": 2}
             r.globals.replace([records.observe(catalog, body)])
             r.seen()
-            await _until(lambda: "image_generation.runware" not in _connections(r.writer))
+            await until_async(
+                lambda: "image_generation.runware" not in _connections(r.writer),
+                "no row for runware",
+                10.0,
+                POLL,
+            )
             assert [k for k in _series(r) if "runware" in k] == []
             assert any("dalle" in k for k in _series(r))  # the others' series stay
             r.globals.replace([])  # the whole global deleted
@@ -275,17 +286,33 @@ def test_rechecks_are_requeues_of_each_credential_on_the_checks_queue(
         )
         task = asyncio.create_task(r.checker.run())
         try:
-            await _until(lambda: len(_connections(r.writer)) == 3)
+            await until_async(
+                lambda: len(_connections(r.writer)) == 3, "a row for every key", 10.0, POLL
+            )
             first = len(trusted.received)
-            await _until(lambda: r.checker.queue.waiting == 3, 2.0)  # each waits its requeue
-            await _until(lambda: len(trusted.received) >= first + 3, 2.0)  # ~0.5 s later
+            await until_async(
+                lambda: r.checker.queue.waiting == 3,
+                "each credential waiting for its requeue",
+                2.0,
+                POLL,
+            )
+            await until_async(
+                lambda: len(trusted.received) >= first + 3, "the three rechecks", 2.0, POLL
+            )  # ~0.5 s later
             # A rotated key: checked at once, whatever it waited for.
             rotated = {**GOOD, "openai": "sk-proj-verifier-rotated-openai-ZyXw9876"}
-            await _until(lambda: r.checker.queue.waiting == 3, 2.0)
+            await until_async(
+                lambda: r.checker.queue.waiting == 3,
+                "each credential waiting for its requeue",
+                2.0,
+                POLL,
+            )
             before = len(trusted.received)
             r.keys(rotated)
             r.checker.refresh()
-            await _until(lambda: len(trusted.received) > before, 0.4)
+            await until_async(
+                lambda: len(trusted.received) > before, "the rotated key checked", 0.4, POLL
+            )
             assert trusted.received_keys()[before] == rotated["openai"]
         finally:
             task.cancel()

@@ -10,13 +10,8 @@ from typing import Any
 import pytest
 
 from tests.harness import node as node_
-from tests.node.conftest import (
-    DEPLOYMENT,
-    NAMESPACE,
-    Node,
-    http_get,
-    wait_for,
-)
+from tests.harness.fixtures import until
+from tests.node.conftest import DEPLOYMENT, NAMESPACE, POLL, Node, http_get
 from tests.operator import support
 
 pytestmark = pytest.mark.cluster
@@ -58,7 +53,13 @@ def _account_model(node: Node, namespace: str) -> str | None:
 
 
 def test_the_deployment_runs_as_a_pod_that_leads_and_reconciles(deployed_operator: Node) -> None:
-    pod = wait_for("a Running, Ready operator pod", deployed_operator.running_operator_pod, 120)
+    pod = until(
+        deployed_operator.running_operator_pod,
+        "a Running, Ready operator pod",
+        120,
+        POLL,
+        value=True,
+    )
     assert pod["spec"]["nodeName"] == node_.NODE_NAME
     assert pod["spec"]["containers"][0]["image"] == "localhost/settings-controller:test"
     assert pod["status"]["podIP"].startswith("10.244.0.")
@@ -84,20 +85,36 @@ def test_the_deployment_runs_as_a_pod_that_leads_and_reconciles(deployed_operato
     assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr
 
     # Liveness and metrics answer on the pod's own address; it holds the Lease.
-    wait_for("the pod answering and leading", lambda: _leading(deployed_operator, pod), 60)
+    until(lambda: _leading(deployed_operator, pod), "the pod answering and leading", 60, POLL)
     # It reconciles examples/ (applied by the fixture) through the API server.
     assert (
-        wait_for("acct-123's settings", lambda: _account_model(deployed_operator, "acct-123"), 90)
+        until(
+            lambda: _account_model(deployed_operator, "acct-123"),
+            "acct-123's settings",
+            90,
+            POLL,
+            value=True,
+        )
         == "gpt-4o"
     )
-    model = wait_for(
-        "acct-789's settings", lambda: _account_model(deployed_operator, "acct-789"), 30
+    model = until(
+        lambda: _account_model(deployed_operator, "acct-789"),
+        "acct-789's settings",
+        30,
+        POLL,
+        value=True,
     )
     assert model == "gpt-4o-mini"
 
 
 def test_its_serviceaccount_token_is_the_projected_bound_one(deployed_operator: Node) -> None:
-    pod = wait_for("a Running, Ready operator pod", deployed_operator.running_operator_pod, 120)
+    pod = until(
+        deployed_operator.running_operator_pod,
+        "a Running, Ready operator pod",
+        120,
+        POLL,
+        value=True,
+    )
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     api_access = [v for n, v in volumes.items() if n.startswith("kube-api-access-")]
     assert len(api_access) == 1, volumes
@@ -123,7 +140,13 @@ def test_its_serviceaccount_token_is_the_projected_bound_one(deployed_operator: 
 
 
 def test_rollout_restart_and_a_deleted_pod_converge(deployed_operator: Node) -> None:
-    first = wait_for("a Running, Ready operator pod", deployed_operator.running_operator_pod, 120)
+    first = until(
+        deployed_operator.running_operator_pod,
+        "a Running, Ready operator pod",
+        120,
+        POLL,
+        value=True,
+    )
     deployed_operator.kube.kubectl(
         "rollout", "restart", "-n", NAMESPACE, f"deployment/{DEPLOYMENT}"
     )
@@ -141,14 +164,18 @@ def test_rollout_restart_and_a_deleted_pod_converge(deployed_operator: Node) -> 
         pod = deployed_operator.running_operator_pod()
         return pod if pod and pod["metadata"]["name"] != old else None
 
-    second = wait_for("the restarted pod", lambda: new_pod(first["metadata"]["name"]), 120)
-    wait_for("the restarted pod leading", lambda: _leading(deployed_operator, second), 60)
+    second = until(
+        lambda: new_pod(first["metadata"]["name"]), "the restarted pod", 120, POLL, value=True
+    )
+    until(lambda: _leading(deployed_operator, second), "the restarted pod leading", 60, POLL)
 
     deployed_operator.kube.kubectl(
         "delete", "pod", "-n", NAMESPACE, second["metadata"]["name"], "--wait=false"
     )
-    third = wait_for("the replacement pod", lambda: new_pod(second["metadata"]["name"]), 120)
-    wait_for("the replacement pod leading", lambda: _leading(deployed_operator, third), 60)
+    third = until(
+        lambda: new_pod(second["metadata"]["name"]), "the replacement pod", 120, POLL, value=True
+    )
+    until(lambda: _leading(deployed_operator, third), "the replacement pod leading", 60, POLL)
     assert len(deployed_operator.operator_pods()) == 1
 
     # The new leader acts: an override change reaches the account's ConfigMap.
@@ -162,10 +189,11 @@ def test_rollout_restart_and_a_deleted_pod_converge(deployed_operator: Node) -> 
         "-p",
         json.dumps({"spec": {"overrides": {"model": "gpt-4o"}}}),
     )
-    wait_for(
-        "acct-456 re-rendered",
+    until(
         lambda: _account_model(deployed_operator, "acct-456") == "gpt-4o",
+        "acct-456 re-rendered",
         60,
+        POLL,
     )
     deployed_operator.kube.kubectl(
         "patch",
@@ -177,8 +205,11 @@ def test_rollout_restart_and_a_deleted_pod_converge(deployed_operator: Node) -> 
         "-p",
         json.dumps({"spec": {"overrides": {"model": "gpt-4.1"}}}),
     )
-    wait_for(
-        "acct-456 restored", lambda: _account_model(deployed_operator, "acct-456") == "gpt-4.1", 60
+    until(
+        lambda: _account_model(deployed_operator, "acct-456") == "gpt-4.1",
+        "acct-456 restored",
+        60,
+        POLL,
     )
     # Nothing stale: the Lease names the live pod, no other operator pod left.
     assert deployed_operator.lease_holder().startswith(third["metadata"]["name"])
