@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.conftest import CLI, EXAMPLES, RunCli
+from tests.filemode.outputs import MIDWRITE
+from tests.harness.fixtures import until
 
 
 def _copy(tmp_path: pathlib.Path, name: str = "declarations") -> pathlib.Path:
@@ -28,18 +30,6 @@ def _copy(tmp_path: pathlib.Path, name: str = "declarations") -> pathlib.Path:
 
 def _model(out: pathlib.Path, namespace: str = "acct-789") -> str:
     return str(json.loads((out / namespace / "openai.json").read_text())["model"])
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return True
-        except (FileNotFoundError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    return False
 
 
 def test_a_file_name_that_is_not_utf8_gives_no_traceback(
@@ -115,7 +105,13 @@ def watcher(tmp_path: pathlib.Path) -> Iterator[Callable[[pathlib.Path], subproc
             text=True,
         )
         started.append(proc)
-        assert _wait_for(lambda: "start:" in (tmp_path / "watch.log").read_text(), 30)
+        until(
+            lambda: "start:" in (tmp_path / "watch.log").read_text(),
+            "the first pass",
+            30,
+            0.05,
+            ignoring=MIDWRITE,
+        )
         return proc
 
     yield start
@@ -151,7 +147,13 @@ def test_watch_follows_a_git_sync_symlink_swap_of_its_directory(
     time.sleep(1.0)
     global_ = tmp_path / "rev2" / "d" / "global.yaml"
     global_.write_text(global_.read_text().replace("model: gpt-4o-mini", "model: gpt-4.1"))
-    assert _wait_for(lambda: _model(out) == "gpt-4.1", 10), "edit after the swap not applied"
+    until(
+        lambda: _model(out) == "gpt-4.1",
+        "the edit after the swap applied",
+        10,
+        0.05,
+        ignoring=MIDWRITE,
+    )
 
 
 def test_ctrl_c_stops_watch_with_exit_130(

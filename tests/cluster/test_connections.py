@@ -12,10 +12,8 @@ import asyncio
 import base64
 import contextlib
 import functools
-import json
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -25,8 +23,13 @@ from controller.cluster.runtime import records, resources, secrets
 from controller.core import catalog as catalog_
 from controller.core import connections as core_connections
 from controller.providers import connections as provider_connections
+from tests.cluster import fakes
 from tests.connections import conftest as connections_conftest
+from tests.harness.fixtures import until_async
 from tests.providers import simulator
+
+# Seconds between two looks of until_async().
+POLL = 0.02
 
 GOOD = {
     "openai": "sk-proj-verifier-good-openai-AbCdEfGh0123",
@@ -35,51 +38,20 @@ GOOD = {
 }
 
 
-class Writer:
-    """What the operator would send to the API server, kept to be searched."""
-
-    def __init__(self) -> None:
-        self.statuses: list[tuple[str, str, dict[str, Any]]] = []
-        self.events: list[tuple[str, str, str]] = []
-
-    async def apply(self, manifest: Mapping[str, Any]) -> None:
-        raise AssertionError("the connection checker applies nothing")
-
-    async def apply_status(
-        self,
-        kind: str,
-        name: str,
-        namespace: str | None,
-        status: Mapping[str, Any],
-        field_manager: str,
-    ) -> None:
-        self.statuses.append((kind, name, json.loads(json.dumps(status))))
-
-    async def remove_status(
-        self, kind: str, name: str, namespace: str | None, fields: Mapping[str, Any]
-    ) -> None:
-        self.statuses.append((kind, name, {"removed": json.loads(json.dumps(fields))}))
-
-    async def post_event(
-        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
-    ) -> None:
-        self.events.append((type_, reason, message))
-
-    def connections(self) -> dict[str, str]:
-        """The latest status.connections of the global: target name -> reason."""
-        for _, _, status in reversed(self.statuses):
-            if "connections" in status:
-                return {
-                    f"{e['integration']}.{e['credential']}": e["reason"]
-                    for e in status["connections"]
-                }
-        return {}
+def _connections(writer: fakes.RecordingWriter) -> dict[str, str]:
+    """The latest status.connections of the global: target name -> reason."""
+    for _, _, status in reversed(writer.statuses):
+        if "connections" in status:
+            return {
+                f"{e['integration']}.{e['credential']}": e["reason"] for e in status["connections"]
+            }
+    return {}
 
 
 class Round:
     def __init__(self, catalog: catalog_.Catalog, sim: simulator.Simulator) -> None:
         self.catalog, self.sim = catalog, sim
-        self.writer = Writer()
+        self.writer = fakes.RecordingWriter()
         self.store = secrets.SecretStore()
         observe = functools.partial(records.observe, catalog)
         self.globals = resources.Resources(catalog_.GLOBAL, observe)
@@ -111,13 +83,13 @@ class Round:
     def seen(self) -> None:
         self.checker.global_seen(self.views.globals["default"])
 
-
-async def _until(what: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.02)
+    async def close(self) -> None:
+        """The checker closed, having sent statuses and Events only."""
+        await self.checker.close()
+        w = self.writer
+        assert not (w.applied or w.deleted or w.unlabelled or w.removed_keys), (
+            "the connection checker writes statuses and Events only"
+        )
 
 
 @pytest.fixture
@@ -143,8 +115,10 @@ def test_a_hostile_answer_costs_one_key_and_the_annotation_rechecks_every_key(
         r.seen()
         task = asyncio.create_task(r.checker.run())
         try:
-            await _until(lambda: len(r.writer.connections()) == 3)
-            assert r.writer.connections() == {
+            await until_async(
+                lambda: len(_connections(r.writer)) == 3, "a row for every key", 10.0, POLL
+            )
+            assert _connections(r.writer) == {
                 "image_generation.dalle": "UnexpectedResponse",
                 "image_generation.runware": "Verified",
                 "openai.apiKey": "Verified",
@@ -152,11 +126,16 @@ def test_a_hostile_answer_costs_one_key_and_the_annotation_rechecks_every_key(
             before = len(trusted.received)
             r.declare(annotation="1")
             r.seen()
-            await _until(lambda: len(trusted.received) >= before + 3, 5.0)
+            await until_async(
+                lambda: len(trusted.received) >= before + 3,
+                "the three keys checked again",
+                5.0,
+                POLL,
+            )
             assert sorted(trusted.received_keys()[before:]) == sorted(hostile.values())
         finally:
             task.cancel()
-            await r.checker.close()
+            await r.close()
 
     asyncio.run(main())
     assert "Traceback" not in caplog.text
@@ -177,20 +156,22 @@ def test_a_round_that_raises_anyway_still_answers_for_every_key(
     monkeypatch.setattr(provider_connections, "check_all", broken)
     caplog.set_level(logging.INFO)
 
-    async def main() -> Writer:
+    async def main() -> fakes.RecordingWriter:
         r = Round(catalog, trusted)
         r.seen()
         task = asyncio.create_task(r.checker.run())
         try:
-            await _until(lambda: len(r.writer.connections()) == 3)
+            await until_async(
+                lambda: len(_connections(r.writer)) == 3, "a row for every key", 10.0, POLL
+            )
         finally:
             task.cancel()
-            await r.checker.close()
+            await r.close()
         return r.writer
 
     writer = asyncio.run(main())
-    assert set(writer.connections().values()) == {"UnexpectedResponse"}
-    said = json.dumps([writer.statuses, writer.events]) + caplog.text
+    assert set(_connections(writer).values()) == {"UnexpectedResponse"}
+    said = writer.dump() + caplog.text
     assert "check failed: RecursionError" in said
     assert not simulator.leaked(said, GOOD.values())
 
@@ -214,21 +195,21 @@ def test_no_8_character_run_of_an_echoed_key_in_statuses_events_or_logs(
     trusted.answer(echoing["runware"], simulator.Answer("echo_header", echo=echo))
     caplog.set_level(logging.DEBUG)
 
-    async def main() -> Writer:
+    async def main() -> fakes.RecordingWriter:
         r = Round(catalog, trusted)
         r.keys(echoing)
         r.seen()
         task = asyncio.create_task(r.checker.run())
         try:
-            await _until(lambda: len(r.writer.events) == 3)
+            await until_async(lambda: len(r.writer.events) == 3, "three Events", 10.0, POLL)
         finally:
             task.cancel()
-            await r.checker.close()
+            await r.close()
         return r.writer
 
     writer = asyncio.run(main())
-    assert set(writer.connections().values()) == {"InvalidKey"}
-    said = json.dumps([writer.statuses, writer.events]) + caplog.text
+    assert set(_connections(writer).values()) == {"InvalidKey"}
+    said = writer.dump() + caplog.text
     assert not simulator.leaked(said, echoing.values())
 
 
@@ -258,14 +239,21 @@ def test_a_removed_credential_leaves_no_series_even_mid_check(
         r.seen()
         task = asyncio.create_task(r.checker.run())
         try:
-            await _until(lambda: len(r.writer.connections()) == 3)
+            await until_async(
+                lambda: len(_connections(r.writer)) == 3, "a row for every key", 10.0, POLL
+            )
             assert any("runware" in k and v == 0 for k, v in _series(r).items()), _series(r)
             body = connections_conftest.global_body(connections_conftest.local_endpoints(trusted))
             del body["spec"]["integrations"]["image_generation"]["credentials"]["runware"]
             body["metadata"] = {"name": "default", "uid": "g", "generation": 2}
             r.globals.replace([records.observe(catalog, body)])
             r.seen()
-            await _until(lambda: "image_generation.runware" not in r.writer.connections())
+            await until_async(
+                lambda: "image_generation.runware" not in _connections(r.writer),
+                "no row for runware",
+                10.0,
+                POLL,
+            )
             assert [k for k in _series(r) if "runware" in k] == []
             assert any("dalle" in k for k in _series(r))  # the others' series stay
             r.globals.replace([])  # the whole global deleted
@@ -273,7 +261,7 @@ def test_a_removed_credential_leaves_no_series_even_mid_check(
             assert [k for k in _series(r) if "credential" in k] == [], _series(r)
         finally:
             task.cancel()
-            await r.checker.close()
+            await r.close()
 
     asyncio.run(main())
 
@@ -298,23 +286,39 @@ def test_rechecks_are_requeues_of_each_credential_on_the_checks_queue(
         )
         task = asyncio.create_task(r.checker.run())
         try:
-            await _until(lambda: len(r.writer.connections()) == 3)
+            await until_async(
+                lambda: len(_connections(r.writer)) == 3, "a row for every key", 10.0, POLL
+            )
             first = len(trusted.received)
-            await _until(lambda: r.checker.queue.waiting == 3, 2.0)  # each waits its requeue
-            await _until(lambda: len(trusted.received) >= first + 3, 2.0)  # ~0.5 s later
+            await until_async(
+                lambda: r.checker.queue.waiting == 3,
+                "each credential waiting for its requeue",
+                2.0,
+                POLL,
+            )
+            await until_async(
+                lambda: len(trusted.received) >= first + 3, "the three rechecks", 2.0, POLL
+            )  # ~0.5 s later
             # A rotated key: checked at once, whatever it waited for.
             rotated = {**GOOD, "openai": "sk-proj-verifier-rotated-openai-ZyXw9876"}
-            await _until(lambda: r.checker.queue.waiting == 3, 2.0)
+            await until_async(
+                lambda: r.checker.queue.waiting == 3,
+                "each credential waiting for its requeue",
+                2.0,
+                POLL,
+            )
             before = len(trusted.received)
             r.keys(rotated)
             r.checker.refresh()
-            await _until(lambda: len(trusted.received) > before, 0.4)
+            await until_async(
+                lambda: len(trusted.received) > before, "the rotated key checked", 0.4, POLL
+            )
             assert trusted.received_keys()[before] == rotated["openai"]
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await r.checker.close()
+            await r.close()
         total = "controller_runtime_reconcile_total"
         requeued = meter.registry.get_sample_value(
             total, {"controller": "connection-checks", "result": "requeue_after"}

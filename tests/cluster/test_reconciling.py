@@ -4,91 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import logging
 import pathlib
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 import yaml
 
 from controller.cluster import conditions, metrics, reconciling
-from controller.cluster.runtime import generated, records, secrets
+from controller.cluster.runtime import records, secrets
 from controller.core import catalog as catalog_
 from controller.core import rendering
+from tests.cluster import fakes
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
-
-
-class FakeWriter:
-    def __init__(self, views: reconciling.Views | None = None, delay: float = 0.0) -> None:
-        self.applied: list[dict[str, Any]] = []
-        self.statuses: list[tuple[str, str, dict[str, Any]]] = []
-        self.events: list[tuple[str, str]] = []
-        self.deleted: list[tuple[str, str | None, str]] = []
-        self.unlabelled: list[str] = []
-        self.removed_keys: list[tuple[str, str, tuple[str, ...]]] = []
-        self.delay = delay
-        self.running = 0
-        self.peak = 0
-        self.views = views
-
-    async def apply(self, manifest: Mapping[str, Any]) -> None:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        await asyncio.sleep(self.delay)
-        self.running -= 1
-        self.applied.append(copy.deepcopy(dict(manifest)))
-        if self.views is not None and manifest["kind"] in ("ConfigMap", "Secret"):
-            # What the watch would bring back into generated.Digests.
-            index = self.views.configmaps if manifest["kind"] == "ConfigMap" else self.views.secrets
-            index[manifest["metadata"]["namespace"]] = records.digest(manifest)  # type: ignore[index]
-        if self.views is not None and manifest["kind"] == "Namespace":
-            name, labels = generated.namespace_labels(manifest)
-            self.views.namespaces[name] = labels  # type: ignore[index]
-
-    async def delete(self, kind: str, namespace: str | None, name: str) -> None:
-        self.deleted.append((kind, namespace, name))
-        if self.views is not None and namespace is not None:
-            index = self.views.configmaps if kind == "ConfigMap" else self.views.secrets
-            index.pop(namespace, None)  # type: ignore[attr-defined]
-
-    async def remove_keys(
-        self, kind: str, namespace: str, name: str, data: Any, binary_data: Any = ()
-    ) -> None:
-        self.removed_keys.append((kind, namespace, (*data, *binary_data)))
-        if self.views is not None:
-            index = self.views.configmaps if kind == "ConfigMap" else self.views.secrets
-            seen = index.get(namespace)
-            if seen is not None:
-                kept = tuple(k for k in seen.keys if k not in data)
-                index[namespace] = dataclasses.replace(seen, keys=kept, binary_keys=())  # type: ignore[index]
-
-    async def remove_labels(self, kind: str, name: str, labels: Any) -> None:
-        self.unlabelled.append(name)
-        if self.views is not None:
-            self.views.namespaces.pop(name, None)  # type: ignore[attr-defined]
-
-    async def apply_status(
-        self,
-        kind: str,
-        name: str,
-        namespace: str | None,
-        status: Mapping[str, Any],
-        field_manager: str,
-    ) -> None:
-        self.statuses.append((kind, name, dict(status)))
-
-    async def remove_status(
-        self, kind: str, name: str, namespace: str | None, fields: Mapping[str, Any]
-    ) -> None:
-        self.statuses.append((kind, name, {"removed": dict(fields)}))
-
-    async def post_event(
-        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
-    ) -> None:
-        self.events.append((reason, message))
 
 
 class Keys:
@@ -135,14 +64,17 @@ KEYS = Keys({("platform-api-keys", "openai"): "b3BlbmFp", ("platform-api-keys", 
 
 
 def reconciler(
-    cat: catalog_.Catalog, views: reconciling.Views, writer: FakeWriter, concurrency: int = 4
+    cat: catalog_.Catalog,
+    views: reconciling.Views,
+    writer: fakes.RecordingWriter,
+    concurrency: int = 4,
 ) -> reconciling.Reconciler:
     return reconciling.Reconciler(cat, writer, KEYS, views, metrics.Metrics(), concurrency)
 
 
 def test_fan_out_is_one_bounded_pass(catalog: catalog_.Catalog) -> None:
     views = views_for(catalog, 40)
-    writer = FakeWriter(views, delay=0.001)
+    writer = fakes.RecordingWriter(views, delay=0.001)
 
     async def main() -> None:
         await reconciler(catalog, views, writer, concurrency=4).global_changed()
@@ -159,13 +91,13 @@ def test_the_echoes_of_its_own_writes_sync_nothing_again(catalog: catalog_.Catal
     """A new account's namespace labels, ConfigMap and Secret each come back on a watch:
     none of them is a reason to sync the account a second time; a drift is."""
     views = views_for(catalog, 1)
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
 
     async def main() -> None:
         r = reconciler(catalog, views, writer)
         await r.account("acct-0")
         synced = r.renders
-        # What the watches report after those writes (FakeWriter updated the views).
+        # What the watches report after those writes (the RecordingWriter updated the views).
         r.namespaces_changed(["acct-0"])
         for kind, seen in (("ConfigMap", views.configmaps), ("Secret", views.secrets)):
             r.generated_changed(kind, [("acct-0", seen["acct-0"])])
@@ -183,7 +115,7 @@ def test_the_echoes_of_its_own_writes_sync_nothing_again(catalog: catalog_.Catal
 
 def test_unchanged_accounts_are_not_rewritten(catalog: catalog_.Catalog) -> None:
     views = views_for(catalog, 3)
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
 
     async def main() -> None:
         r = reconciler(catalog, views, writer)
@@ -200,7 +132,7 @@ def test_unchanged_accounts_are_not_rewritten(catalog: catalog_.Catalog) -> None
 
 def test_credential_secret_holds_only_enabled_integrations_keys(catalog: catalog_.Catalog) -> None:
     views = views_for(catalog, 1)
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
     asyncio.run(reconciler(catalog, views, writer).account("acct-0"))
     secret = next(m for m in writer.applied if m["kind"] == "Secret")
     assert secret["data"] == {"image_generation.dalle": "ZA==", "openai.apiKey": "b3BlbmFp"}
@@ -213,17 +145,17 @@ def test_credential_secret_holds_only_enabled_integrations_keys(catalog: catalog
 def test_missing_global_blocks_without_writing(catalog: catalog_.Catalog) -> None:
     views = views_for(catalog, 1)
     views.globals.clear()  # type: ignore[attr-defined]
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
     asyncio.run(reconciler(catalog, views, writer).account("acct-0"))
     assert writer.applied == []
     ((_, _, status),) = writer.statuses
     assert conditions.find(status, "Ready")["reason"] == "NoGlobalSettings"  # type: ignore[index]
-    assert writer.events and writer.events[0][0] == "NoGlobalSettings"
+    assert writer.events and writer.events[0].reason == "NoGlobalSettings"
 
 
 def test_unreferenced_secret_changes_do_nothing(catalog: catalog_.Catalog) -> None:
     views = views_for(catalog, 2)
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
 
     async def main() -> None:
         r = reconciler(catalog, views, writer)
@@ -267,7 +199,7 @@ def test_a_plan_may_keep_the_keys_out_of_its_namespaces(catalog: catalog_.Catalo
     doc = yaml.safe_load((EXAMPLES / "global.yaml").read_text())
     doc["spec"]["plans"]["pro"]["projectKeys"] = False
     views.globals["default"] = records.observe(catalog, _body(doc, "g"))  # type: ignore[index]
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
     asyncio.run(reconciler(catalog, views, writer).account("acct-0"))
     secret = next(m for m in writer.applied if m["kind"] == "Secret")
     assert secret["data"] == {}
@@ -288,11 +220,11 @@ def test_the_operator_refuses_its_own_reserved_namespaces(catalog: catalog_.Cata
     assert [p.reason.value for p in refused.problems] == ["ReservedNamespace"]
 
 
-def _written_body(writer: FakeWriter, kind: str) -> dict[str, Any]:
+def _written_body(writer: fakes.RecordingWriter, kind: str) -> dict[str, Any]:
     return copy.deepcopy(next(m for m in writer.applied if m["kind"] == kind))
 
 
-def _ready_reason(writer: FakeWriter) -> str:
+def _ready_reason(writer: fakes.RecordingWriter) -> str:
     account = [s for k, _, s in writer.statuses if k == "Account"][-1]
     return str(next(c for c in account["conditions"] if c["type"] == "Ready")["reason"])
 
@@ -335,7 +267,7 @@ def test_ours_is_proven_by_the_accounts_uid(
     catalog: catalog_.Catalog, edit: Any, ours: bool
 ) -> None:
     views = views_for(catalog, 1)
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
 
     async def main() -> None:
         r = reconciler(catalog, views, writer)
@@ -368,7 +300,7 @@ def test_keys_added_by_hand_are_removed_and_named_only_when_safe(
     catalog: catalog_.Catalog, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     views = views_for(catalog, 1)
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
     pasted = "sk-proj-AbCdEf0123456789xyzABCDEF"
 
     async def main() -> None:
@@ -398,7 +330,7 @@ def test_keys_added_by_hand_are_removed_and_named_only_when_safe(
 def test_an_override_of_an_account_in_output_conflict_says_so(catalog: catalog_.Catalog) -> None:
     """Was: the override kept Ready=True Applied of an older generation."""
     views = views_for(catalog, 1)
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
     doc = {
         "apiVersion": catalog_.API_VERSION,
         "kind": "IntegrationSettings",
@@ -433,7 +365,7 @@ def test_a_forced_resync_is_honoured_once_per_namespace_per_window(
     rate). At most one forced sync per namespace per FORCE_INTERVAL; later ones are a
     normal sync, which writes nothing when nothing changed; the window is per namespace."""
     views = views_for(catalog, 2)
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
     now = [1000.0]
 
     async def main() -> None:
@@ -480,7 +412,7 @@ def test_a_fan_out_logs_one_line_for_its_writes(
     """A fan-out's writes are counted in one INFO line once its pass drained (each is a DEBUG
     line); outside a pass, each write is an INFO line."""
     views = views_for(catalog, 5)
-    writer = FakeWriter(views)
+    writer = fakes.RecordingWriter(views)
     caplog.set_level(logging.DEBUG, logger=reconciling.__name__)
 
     def lines(level: int) -> list[str]:

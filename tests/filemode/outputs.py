@@ -14,6 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+# What reading an output the watcher is writing may raise: not there yet, partial (a
+# JSON or YAML ValueError), or without the key yet. ``until(..., ignoring=MIDWRITE)``.
+MIDWRITE = (FileNotFoundError, ValueError, KeyError)
+
 
 def effective(out: pathlib.Path, namespace: str, type_: str) -> dict[str, Any]:
     return json.loads((out / namespace / f"{type_}.json").read_text())  # type: ignore[no-any-return]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -18,21 +19,14 @@ import pytest
 from controller import schemafiles
 from controller.files import outputs, reconciling, records, reports, watching
 from tests.conftest import CLI, EXAMPLES
-from tests.filemode.outputs import effective, snapshot
+from tests.filemode.outputs import MIDWRITE, effective, snapshot
+from tests.harness.fixtures import until
 
 TIMEOUT = 15.0
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (FileNotFoundError, ValueError, KeyError):
-            pass  # an output mid-creation: look again
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+# The shared until at this module's pace; an output being written is "not yet".
+wait_for = functools.partial(until, timeout=TIMEOUT, interval=0.02, ignoring=MIDWRITE)
 
 
 class Watcher:

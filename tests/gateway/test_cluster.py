@@ -30,8 +30,8 @@ from controller.cluster.runtime import clients
 from controller.gateway import cluster
 from tests.connections import conftest as connections_conftest
 from tests.gateway import conftest
-from tests.gateway.conftest import KEY, Gateway, until
-from tests.harness.fixtures import Kube
+from tests.gateway.conftest import KEY, POLL, Gateway
+from tests.harness.fixtures import Kube, until
 from tests.operator import fixtures as operator_fixtures
 from tests.operator import support
 from tests.providers import simulator
@@ -283,9 +283,11 @@ def test_a_deleted_account_is_refused_within_a_second(
     support.apply_text(world, support.account_manifest(ns, ns, "pro"))
     bearer = token(world, "workload", ns)
     ISSUED.append(bearer)
-    until(lambda: _ask(gateway, bearer).status_code == 200, 10)
+    until(lambda: _ask(gateway, bearer).status_code == 200, "the new account answered", 10, POLL)
     world.kubectl("delete", "account", ns, "--wait=false")
-    took = until(lambda: _ask(gateway, bearer).status_code == 403, BOUND)
+    took = until(
+        lambda: _ask(gateway, bearer).status_code == 403, "the deleted account refused", BOUND, POLL
+    )
     MEASURED["deleted Account refused"] = took
     world.kubectl("delete", "namespace", ns, "--wait=false")
 
@@ -306,7 +308,9 @@ def test_a_global_default_change_is_enforced_within_a_second(
                 and sim.bodies[-1][1]["model"] == "gpt-4o"
             )
 
-        MEASURED["global default enforced"] = until(changed, BOUND)
+        MEASURED["global default enforced"] = until(
+            changed, "the global default enforced", BOUND, POLL
+        )
     finally:
         body["spec"]["integrations"]["openai"]["defaults"]["model"] = "gpt-4o-mini"
         _apply_global(world, body)
@@ -326,7 +330,7 @@ def test_a_rotated_key_is_used_without_a_restart_within_a_second(
                 and sim.received_keys("openai")[-1] == ROTATED
             )
 
-        MEASURED["rotated key used"] = until(rotated, BOUND)
+        MEASURED["rotated key used"] = until(rotated, "the rotated key used", BOUND, POLL)
     finally:
         operator_fixtures.apply_keys(world, _keys())
     assert gateway.proc.poll() is None  # the same process throughout
@@ -349,10 +353,10 @@ def test_tokenreview_refused_to_the_gateway_is_503_and_bounded(
             assert time.monotonic() - started < 6
             return r.status_code == 503 and r.json()["error"]["code"] == "identity_unavailable"
 
-        until(unavailable, 15, step=0.2)
+        until(unavailable, "503 identity_unavailable", 15, 0.2)
     finally:
         world.kubectl("create", "-f", "-", input=binding)
-    until(lambda: _ask(gateway, fresh).status_code == 200, 15, step=0.2)
+    until(lambda: _ask(gateway, fresh).status_code == 200, "answered again", 15, 0.2)
 
 
 def test_token_reviews_are_counted(gateway: Gateway) -> None:

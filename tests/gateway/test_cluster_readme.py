@@ -22,6 +22,7 @@ import pytest
 
 from tests.connections import conftest as connections_conftest
 from tests.gateway import test_cluster
+from tests.harness import console
 from tests.harness.fixtures import Kube, kubectl_env
 from tests.operator import fixtures as operator_fixtures
 from tests.operator import support
@@ -30,27 +31,10 @@ from tests.providers import simulator
 pytestmark = pytest.mark.cluster
 
 SECTION = "**Cluster mode** (no `--declarations`)"
-MARK = "@@step"
-
-
-def console_block(
-    path: pathlib.Path = support.REPO / "README.md", section: str = SECTION
-) -> list[tuple[str, list[str]]]:
-    text = path.read_text()
-    after = text[text.index(section) :]
-    block = after[after.index("```console\n") + len("```console\n") :]
-    block = block[: block.index("```\n")]
-    steps: list[tuple[str, list[str]]] = []
-    for line in block.splitlines():
-        if line.startswith("$ "):
-            steps.append((line[2:], []))
-        else:
-            steps[-1][1].append(line)
-    return steps
 
 
 def test_readme_cluster_gateway_walkthrough(kube: Kube, tmp_path: pathlib.Path) -> None:
-    steps = console_block()
+    steps = console.console_block(support.REPO / "README.md", SECTION)
     assert any(c.startswith("settings-controller gateway --kubeconfig") for c, _ in steps)
     operator_fixtures.install(kube)
     port = str(support.free_port())
@@ -68,9 +52,7 @@ def test_readme_cluster_gateway_walkthrough(kube: Kube, tmp_path: pathlib.Path) 
         )
         (tmp_path / "deploy").symlink_to(support.REPO / "deploy")
         script = ["set +e", f"cd {tmp_path}"]
-        for i, (command, _) in enumerate(steps):
-            script += [f"echo {MARK} {i}", command.replace("8080", port)]
-        script += [f"echo {MARK} end"]
+        script += console.script(command.replace("8080", port) for command, _ in steps)
         env = {
             **kubectl_env(),
             **sim.env(),
@@ -103,19 +85,18 @@ def test_readme_cluster_gateway_walkthrough(kube: Kube, tmp_path: pathlib.Path) 
             test_cluster._apply_global(kube, connections_conftest.global_body({}))
             kube.kubectl("apply", "-f", str(support.REPO / "examples" / "global.yaml"))
             kube.kubectl("delete", "account", "acct-123", "--ignore-not-found")
-    assert f"{MARK} end" in out, err[-3000:]
-    parts = out.split(f"{MARK} ")
-    printed = {int(p.split("\n", 1)[0]): p.split("\n", 1)[1] for p in parts[1:] if p[0].isdigit()}
+    printed = console.printed(out)
+    assert printed.finished(len(steps)), err[-3000:]
     for i, (command, expected) in enumerate(steps):
         for line in expected:
-            assert line in printed[i].splitlines(), (command, printed[i], err[-3000:])
+            assert line in printed.outputs[i], (command, printed.outputs[i], err[-3000:])
     assert "Traceback" not in err, err[-3000:]
 
 
 def test_deploy_readme_gateway_rbac(kube: Kube) -> None:
     """deploy/README's gateway block: each command exactly, the outputs as shown."""
     operator_fixtures.install(kube)
-    steps = console_block(
+    steps = console.console_block(
         support.REPO / "deploy" / "README.md",
         "## The gateway: keys that stay in the platform namespace",
     )

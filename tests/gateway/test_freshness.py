@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tests.gateway import conftest
-from tests.gateway.conftest import TOKEN, Gateway, World, until
+from tests.gateway.conftest import POLL, TOKEN, Gateway, World
+from tests.harness.fixtures import until
 from tests.providers import simulator
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -60,7 +61,12 @@ def test_a_global_change_by_rename_is_enforced_within_a_second(
     body["spec"]["integrations"]["openai"]["allowedValues"]["model"] = ["gpt-4o-mini", "gpt-4o"]
     started = time.monotonic()
     _replace(path, yaml.safe_dump(body, sort_keys=False))
-    took = until(lambda: _ask(gateway, "acct-789", model="gpt-4.1").status_code == 403, BOUND)
+    took = until(
+        lambda: _ask(gateway, "acct-789", model="gpt-4.1").status_code == 403,
+        "gpt-4.1 refused",
+        BOUND,
+        POLL,
+    )
     print(f"global change (rename) enforced after {took * 1000:.0f} ms")
     assert time.monotonic() - started < BOUND + 0.5
 
@@ -100,7 +106,7 @@ def test_an_in_place_rewrite_keeps_the_last_good_state_until_it_parses(
     def enforced() -> bool:
         return _ask(gateway, "acct-456").status_code == 200 and _sent(sim)["max_tokens"] == 2000
 
-    took += until(enforced, BOUND)
+    took += until(enforced, "the new max_tokens enforced", BOUND, POLL)
     print(f"in-place rewrite enforced after {took * 1000:.0f} ms")
     assert took < BOUND
     assert "its last good state is kept" in gateway.log
@@ -110,7 +116,9 @@ def test_a_deleted_account_is_refused_within_a_second(fresh: tuple[World, Gatewa
     world, gateway = fresh
     assert _ask(gateway, "acct-456").status_code == 200
     (world.declarations / "accounts" / "acct-456.yaml").unlink()
-    took = until(lambda: _ask(gateway, "acct-456").status_code == 403, BOUND)
+    took = until(
+        lambda: _ask(gateway, "acct-456").status_code == 403, "acct-456 refused", BOUND, POLL
+    )
     print(f"deleted account refused after {took * 1000:.0f} ms")
     assert _ask(gateway, "acct-456").json()["error"]["code"] == "no_account"
 
@@ -121,7 +129,9 @@ def test_tokens_and_keys_are_followed(
     world, gateway = fresh
     tokens = yaml.safe_load(world.tokens.read_text())
     _replace(world.tokens, yaml.safe_dump({**tokens, "tok-new-Tm92YQ": "acct-123"}))
-    took = until(lambda: _ask(gateway, "tok-new-Tm92YQ").status_code == 200, BOUND)
+    took = until(
+        lambda: _ask(gateway, "tok-new-Tm92YQ").status_code == 200, "the new token", BOUND, POLL
+    )
     print(f"new token accepted after {took * 1000:.0f} ms")
     world.tokens.write_text("")  # read empty: the last good tokens stay
     time.sleep(1.5)
@@ -134,10 +144,10 @@ def test_tokens_and_keys_are_followed(
             sim.received_keys("openai")[-1] == rotated
         )
 
-    took = until(used, BOUND)
+    took = until(used, "the rotated key used", BOUND, POLL)
     print(f"rotated key used after {took * 1000:.0f} ms, no restart")
     (world.keys / "platform-api-keys" / "openai").unlink()
-    until(lambda: _ask(gateway, "acct-789").status_code == 503, BOUND)
+    until(lambda: _ask(gateway, "acct-789").status_code == 503, "503 without the key", BOUND, POLL)
     error = _ask(gateway, "acct-789").json()["error"]
     assert error["code"] == "key_missing"
     assert simulator.leaked(gateway.log, [rotated]) == []

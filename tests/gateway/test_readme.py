@@ -18,38 +18,16 @@ import sys
 import yaml
 
 from tests.conftest import EXAMPLES
+from tests.harness import console
 from tests.providers import simulator
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SECTION = "## Gateway: the OpenAI SDK without a key"
 KEY = "sk-proj-readmeDemoKey0123456789AbCdEfGhIjKl"
-MARK = "@@step"
-
-
-def console_block() -> list[tuple[str, list[str]]]:
-    """(command, the output lines the README shows for it); a here-document is one command."""
-    text = (REPO / "README.md").read_text()
-    after = text[text.index(SECTION) :]
-    block = after[after.index("```console\n") + len("```console\n") :]
-    block = block[: block.index("```\n")]
-    steps: list[tuple[str, list[str]]] = []
-    heredoc: str | None = None
-    for line in block.splitlines():
-        if heredoc is not None:
-            steps[-1] = (steps[-1][0] + "\n" + line, [])
-            if line == heredoc:
-                heredoc = None
-        elif line.startswith("$ "):
-            steps.append((line[2:], []))
-            if "<<'" in line:
-                heredoc = line.split("<<'")[1].split("'")[0]
-        else:
-            steps[-1][1].append(line)
-    return steps
 
 
 def test_readme_gateway_walkthrough(tmp_path: pathlib.Path) -> None:
-    steps = console_block()
+    steps = console.console_block(REPO / "README.md", SECTION)
     assert any("settings-controller gateway" in command for command, _ in steps)
     work = tmp_path / "work"
     work.mkdir()
@@ -79,9 +57,8 @@ def test_readme_gateway_walkthrough(tmp_path: pathlib.Path) -> None:
         f"cd {shlex.quote(str(work))}",
         "set +e",
     ]
-    for i, (command, _) in enumerate(steps):
-        script += [f"echo {MARK} {i}", command]
-    script += [f"echo {MARK} end", "wait", f"kill $(cat {tmp_path}/sim.pid)", "true"]
+    script += console.script(command for command, _ in steps)
+    script += ["wait", f"kill $(cat {tmp_path}/sim.pid)", "true"]
     done = subprocess.run(
         ["unshare", "--net", "bash", "-c", "\n".join(script)],
         capture_output=True,
@@ -90,14 +67,13 @@ def test_readme_gateway_walkthrough(tmp_path: pathlib.Path) -> None:
         env={k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"},
     )
     out = done.stdout
-    assert f"{MARK} end" in out, done.stderr[-3000:]
-    parts = out.split(f"{MARK} ")
-    printed = {int(p.split("\n", 1)[0]): p.split("\n", 1)[1] for p in parts[1:] if p[0].isdigit()}
+    printed = console.printed(out)
+    assert printed.finished(len(steps)), done.stderr[-3000:]
     for i, (command, expected) in enumerate(steps):
         for line in expected:
-            assert line in printed[i].splitlines(), (command, printed[i], done.stderr[-2000:])
+            assert line in printed.outputs[i], (command, printed.outputs[i], done.stderr[-2000:])
     python_step = next(i for i, (c, _) in enumerate(steps) if c.startswith("python3"))
-    assert printed[python_step].splitlines() == [
+    assert printed.outputs[python_step] == [
         "Hello from the simulator.",
         "['gpt-4o', 'gpt-4o-mini', 'gpt-4.1']",
     ], done.stderr[-2000:]

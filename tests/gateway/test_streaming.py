@@ -9,7 +9,8 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from tests.gateway.conftest import KEY, KEYS, TOKEN, Gateway, until
+from tests.gateway.conftest import KEY, KEYS, POLL, TOKEN, Gateway
+from tests.harness.fixtures import until
 from tests.providers import simulator
 
 HELLO = [{"role": "user", "content": "say hello"}]
@@ -78,7 +79,12 @@ def test_a_client_that_goes_away_cancels_the_upstream_call(
         assert first.startswith(b"data: ")
         assert sim.streams["open"] >= 1
     # Closed by the client after one read: the provider's stream is cut within a second.
-    took = until(lambda: sim.streams["cut"] > cut and sim.streams["open"] == 0, 2.0)
+    took = until(
+        lambda: sim.streams["cut"] > cut and sim.streams["open"] == 0,
+        "the provider's stream cut",
+        2.0,
+        POLL,
+    )
     print(f"upstream stream cut {took * 1000:.0f} ms after the client went away")
 
 

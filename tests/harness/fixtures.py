@@ -14,13 +14,14 @@ Without ``go`` the tests are skipped, or fail when ``CI`` is true.
 ``namespace`` (function): a fresh namespace, deleted (without waiting) after
 the test.
 
-``until``: the one polling helper of the cluster tests (harness, operator,
-reliability): a predicate polled until it holds, an AssertionError naming what
-was awaited after ``timeout``.
+``until`` (and ``until_async`` in an event loop): the one polling helper of the
+tests: a predicate polled until it holds, an AssertionError naming what was
+awaited after ``timeout``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import os
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -117,15 +118,67 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def until(
-    predicate: Callable[[], object], what: str, timeout: float = 30.0, interval: float = 0.25
-) -> float:
-    """Poll ``predicate`` until it holds; the seconds that took. Fail after ``timeout``."""
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float = 30.0,
+    interval: float = 0.25,
+    *,
+    ignoring: tuple[type[Exception], ...] = (),
+    value: bool = False,
+) -> Any:
+    """Poll ``predicate`` until it holds; the seconds that took. Fail after ``timeout``.
+
+    ``value``: return what ``predicate`` last returned (truthy) instead of the seconds.
+    ``ignoring``: exceptions of ``predicate`` that mean "not yet" (a file being written).
+    The AssertionError names ``what`` and, unless it was a bool, the last thing seen.
+    """
+    polls = _polls(predicate, what, timeout, interval, ignoring, value)
+    try:
+        while True:
+            time.sleep(next(polls))
+    except StopIteration as done:
+        return done.value
+
+
+async def until_async(
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float = 30.0,
+    interval: float = 0.25,
+    *,
+    ignoring: tuple[type[Exception], ...] = (),
+    value: bool = False,
+) -> Any:
+    """``until`` for a test running in an event loop: the loop runs while it waits."""
+    polls = _polls(predicate, what, timeout, interval, ignoring, value)
+    try:
+        while True:
+            await asyncio.sleep(next(polls))
+    except StopIteration as done:
+        return done.value
+
+
+def _polls(
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float,
+    interval: float,
+    ignoring: tuple[type[Exception], ...],
+    value: bool,
+) -> Generator[float, None, Any]:
+    """The polling of ``until`` and ``until_async``: yields each pause, returns their result."""
     started = time.monotonic()
-    while not predicate():
+    while True:
+        try:
+            last: object = predicate()
+            if last:
+                return last if value else time.monotonic() - started
+        except ignoring as e:
+            last = e
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"not true after {timeout}s: {what}")
-        time.sleep(interval)
-    return time.monotonic() - started
+            seen = "" if isinstance(last, bool) else f" (last: {last!r})"
+            raise AssertionError(f"not true after {timeout}s: {what}{seen}")
+        yield interval
 
 
 def ensure_binary(paths: cp.Paths) -> None:

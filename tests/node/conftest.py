@@ -2,7 +2,7 @@
 
 ``node`` (session): the ``kube`` control plane with a node added (kubelet,
 containerd, pod network, kube-scheduler); stopped at the end if this session
-added it. ``operator`` (session): the operator image built from
+added it. ``deployed_operator`` (package): the operator image built from
 deploy/Dockerfile, loaded into the node, deploy/ applied through
 tests/harness/overlay, the Deployment Available, the platform key Secret and
 examples/ applied. Missing prerequisites skip on a developer machine and fail
@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import pytest
 from tests.harness import controlplane as cp
 from tests.harness import image as image_
 from tests.harness import node as node_
-from tests.harness.fixtures import Kube, unavailable
+from tests.harness.fixtures import Kube, unavailable, until
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "settings-controller-system"
@@ -36,18 +35,8 @@ SELECTOR = "app.kubernetes.io/name=settings-controller,app.kubernetes.io/compone
 PLATFORM_KEYS = {"openai": "test-openai-key-1", "dalle": "test-dalle-key", "runware": "test-rw"}
 ACCOUNT_NAMESPACES = ("acct-123", "acct-456", "acct-789", "acct-free", "acct-paused")
 NODE_TOOLS = ("buildah", "mmdebstrap", "runc", "socat", "dnsmasq", "ip", "iptables")
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """Poll until check() returns something truthy; fail with what it last saw."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+# Seconds between two looks of until(): most are kubectl calls.
+POLL = 0.5
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -147,17 +136,18 @@ def _put_back(kube: Kube, kept: list[tuple[dict[str, Any], tuple[str, ...]]]) ->
         # custom resource cannot be replaced without a resourceVersion).
         kube.kubectl("delete", *args, "--ignore-not-found", "--wait=true", "--timeout=60s")
         body = json.dumps(obj)
-        wait_for(
-            f"{obj['kind']} {obj['metadata']['name']} created again",
+        until(
             lambda body=body: (
                 kube.kubectl("create", "-f", "-", input=body, check=False).returncode == 0
             ),
+            f"{obj['kind']} {obj['metadata']['name']} created again",
             60,
+            POLL,
         )
 
 
 @pytest.fixture(scope="package")
-def operator(node: Node) -> Iterator[Node]:
+def deployed_operator(node: Node) -> Iterator[Node]:
     """The operator running as a pod on the node, examples/ applied."""
     kept = _keep(node.kube)
     archive = image_.build()
@@ -183,7 +173,7 @@ def operator(node: Node) -> Iterator[Node]:
     # The IntegrationSettings go into namespaces the operator creates for
     # their Accounts: the first apply may find them missing, as a user's would.
     # acct-free's override is refused by the plan policy, as examples/README.md says.
-    wait_for("kubectl apply -R -f examples/", lambda: _apply_examples(kube), 90, interval=2)
+    until(lambda: _apply_examples(kube), "kubectl apply -R -f examples/", 90, 2)
     yield node
     # Leave the control plane as the other tests expect it: no examples, no
     # operator Deployment (deleted with its grace period, so the Lease is

@@ -33,9 +33,9 @@ from tests.connections import conftest as connections_conftest
 from tests.harness import controlplane as cp
 from tests.harness import image as image_
 from tests.harness import node as node_
-from tests.harness.fixtures import kubectl_env
+from tests.harness.fixtures import kubectl_env, until
 from tests.node import client_image
-from tests.node.conftest import NAMESPACE, PLATFORM_KEYS, REPO, Node, http_get, wait_for
+from tests.node.conftest import NAMESPACE, PLATFORM_KEYS, POLL, REPO, Node, http_get
 from tests.providers import simulator
 
 pytestmark = pytest.mark.cluster
@@ -300,8 +300,8 @@ def _measure(
 
 
 @pytest.fixture(scope="module")
-def world(operator: Node) -> Iterator[World]:
-    node = operator
+def world(deployed_operator: Node) -> Iterator[World]:
+    node = deployed_operator
     kube = node.kube
     suffix = secrets.token_hex(3)
     # "a" on a plan that may override, "b" on one that may not, "gone" to be deleted.
@@ -342,12 +342,13 @@ def world(operator: Node) -> Iterator[World]:
             )
             figures["gateway_available_s"] = time.monotonic() - started
             for ns in accounts.values():
-                wait_for(
-                    f"the default ServiceAccount of {ns}",
+                until(
                     lambda ns=ns: (
                         kube.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0
                     ),
+                    f"the default ServiceAccount of {ns}",
                     60,
+                    POLL,
                 )
             pods = [_workload(ns, image) for ns in accounts.values()]
             kube.kubectl(
@@ -357,17 +358,20 @@ def world(operator: Node) -> Iterator[World]:
                 input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}),
             )
             for ns in accounts.values():
-                wait_for(
-                    f"the workload in {ns} Ready", lambda ns=ns: _ready(node, ns, "workload"), 180
+                until(
+                    lambda ns=ns: _ready(node, ns, "workload"),
+                    f"the workload in {ns} Ready",
+                    180,
+                    POLL,
                 )
             ip = node.get("service", "-n", NAMESPACE, GATEWAY)["spec"]["clusterIP"]
             found = World(node, sim, f"http://{ip}/v1", accounts, figures)
             # The Service's endpoints reach kube-proxy's rules within a sync: a bounded wait.
-            wait_for(
-                "the gateway answering through its ClusterIP",
+            until(
                 lambda: found.call("a")["status"] == 200,
+                "the gateway answering through its ClusterIP",
                 60,
-                interval=1,
+                1,
             )
             yield found
         finally:

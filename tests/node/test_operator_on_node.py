@@ -10,13 +10,8 @@ from typing import Any
 import pytest
 
 from tests.harness import node as node_
-from tests.node.conftest import (
-    DEPLOYMENT,
-    NAMESPACE,
-    Node,
-    http_get,
-    wait_for,
-)
+from tests.harness.fixtures import until
+from tests.node.conftest import DEPLOYMENT, NAMESPACE, POLL, Node, http_get
 from tests.operator import support
 
 pytestmark = pytest.mark.cluster
@@ -57,15 +52,21 @@ def _account_model(node: Node, namespace: str) -> str | None:
     return json.loads(data["openai.json"])["model"] if "openai.json" in data else None
 
 
-def test_the_deployment_runs_as_a_pod_that_leads_and_reconciles(operator: Node) -> None:
-    pod = wait_for("a Running, Ready operator pod", operator.running_operator_pod, 120)
+def test_the_deployment_runs_as_a_pod_that_leads_and_reconciles(deployed_operator: Node) -> None:
+    pod = until(
+        deployed_operator.running_operator_pod,
+        "a Running, Ready operator pod",
+        120,
+        POLL,
+        value=True,
+    )
     assert pod["spec"]["nodeName"] == node_.NODE_NAME
     assert pod["spec"]["containers"][0]["image"] == "localhost/settings-controller:test"
     assert pod["status"]["podIP"].startswith("10.244.0.")
     # What the manifest asks for is what runs.
     container = pod["status"]["containerStatuses"][0]
     assert container["ready"] and container["restartCount"] == 0
-    uid = operator.exec(
+    uid = deployed_operator.exec(
         NAMESPACE,
         pod["metadata"]["name"],
         "python3",
@@ -73,30 +74,47 @@ def test_the_deployment_runs_as_a_pod_that_leads_and_reconciles(operator: Node) 
         "import os;print(os.getuid(), os.getgid())",
     )
     assert uid.split() == ["65532", "65532"]
-    status = operator.exec(NAMESPACE, pod["metadata"]["name"], "cat", "/proc/1/status")
+    status = deployed_operator.exec(NAMESPACE, pod["metadata"]["name"], "cat", "/proc/1/status")
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     assert fields["Seccomp"].strip() == "2", "RuntimeDefault seccomp filter not applied"
     assert fields["CapEff"].strip() == "0000000000000000"
     assert fields["NoNewPrivs"].strip() == "1"
-    wrote = operator.kube.kubectl(
+    wrote = deployed_operator.kube.kubectl(
         "exec", "-n", NAMESPACE, pod["metadata"]["name"], "--", "touch", "/opt/venv/x", check=False
     )
     assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr
 
     # Liveness and metrics answer on the pod's own address; it holds the Lease.
-    wait_for("the pod answering and leading", lambda: _leading(operator, pod), 60)
+    until(lambda: _leading(deployed_operator, pod), "the pod answering and leading", 60, POLL)
     # It reconciles examples/ (applied by the fixture) through the API server.
     assert (
-        wait_for("acct-123's settings", lambda: _account_model(operator, "acct-123"), 90)
+        until(
+            lambda: _account_model(deployed_operator, "acct-123"),
+            "acct-123's settings",
+            90,
+            POLL,
+            value=True,
+        )
         == "gpt-4o"
     )
-    assert wait_for("acct-789's settings", lambda: _account_model(operator, "acct-789"), 30) == (
-        "gpt-4o-mini"
+    model = until(
+        lambda: _account_model(deployed_operator, "acct-789"),
+        "acct-789's settings",
+        30,
+        POLL,
+        value=True,
     )
+    assert model == "gpt-4o-mini"
 
 
-def test_its_serviceaccount_token_is_the_projected_bound_one(operator: Node) -> None:
-    pod = wait_for("a Running, Ready operator pod", operator.running_operator_pod, 120)
+def test_its_serviceaccount_token_is_the_projected_bound_one(deployed_operator: Node) -> None:
+    pod = until(
+        deployed_operator.running_operator_pod,
+        "a Running, Ready operator pod",
+        120,
+        POLL,
+        value=True,
+    )
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     api_access = [v for n, v in volumes.items() if n.startswith("kube-api-access-")]
     assert len(api_access) == 1, volumes
@@ -105,7 +123,7 @@ def test_its_serviceaccount_token_is_the_projected_bound_one(operator: Node) -> 
     assert token_source["path"] == "token"
     # Decode the claims inside the pod (only the claims leave it, not the token).
     claims = json.loads(
-        operator.exec(
+        deployed_operator.exec(
             NAMESPACE,
             pod["metadata"]["name"],
             "python3",
@@ -121,10 +139,18 @@ def test_its_serviceaccount_token_is_the_projected_bound_one(operator: Node) -> 
     assert 0 < claims["exp"] - claims["iat"] <= 3607
 
 
-def test_rollout_restart_and_a_deleted_pod_converge(operator: Node) -> None:
-    first = wait_for("a Running, Ready operator pod", operator.running_operator_pod, 120)
-    operator.kube.kubectl("rollout", "restart", "-n", NAMESPACE, f"deployment/{DEPLOYMENT}")
-    operator.kube.kubectl(
+def test_rollout_restart_and_a_deleted_pod_converge(deployed_operator: Node) -> None:
+    first = until(
+        deployed_operator.running_operator_pod,
+        "a Running, Ready operator pod",
+        120,
+        POLL,
+        value=True,
+    )
+    deployed_operator.kube.kubectl(
+        "rollout", "restart", "-n", NAMESPACE, f"deployment/{DEPLOYMENT}"
+    )
+    deployed_operator.kube.kubectl(
         "rollout",
         "status",
         "-n",
@@ -135,21 +161,25 @@ def test_rollout_restart_and_a_deleted_pod_converge(operator: Node) -> None:
     )
 
     def new_pod(old: str) -> dict[str, Any] | None:
-        pod = operator.running_operator_pod()
+        pod = deployed_operator.running_operator_pod()
         return pod if pod and pod["metadata"]["name"] != old else None
 
-    second = wait_for("the restarted pod", lambda: new_pod(first["metadata"]["name"]), 120)
-    wait_for("the restarted pod leading", lambda: _leading(operator, second), 60)
+    second = until(
+        lambda: new_pod(first["metadata"]["name"]), "the restarted pod", 120, POLL, value=True
+    )
+    until(lambda: _leading(deployed_operator, second), "the restarted pod leading", 60, POLL)
 
-    operator.kube.kubectl(
+    deployed_operator.kube.kubectl(
         "delete", "pod", "-n", NAMESPACE, second["metadata"]["name"], "--wait=false"
     )
-    third = wait_for("the replacement pod", lambda: new_pod(second["metadata"]["name"]), 120)
-    wait_for("the replacement pod leading", lambda: _leading(operator, third), 60)
-    assert len(operator.operator_pods()) == 1
+    third = until(
+        lambda: new_pod(second["metadata"]["name"]), "the replacement pod", 120, POLL, value=True
+    )
+    until(lambda: _leading(deployed_operator, third), "the replacement pod leading", 60, POLL)
+    assert len(deployed_operator.operator_pods()) == 1
 
     # The new leader acts: an override change reaches the account's ConfigMap.
-    operator.kube.kubectl(
+    deployed_operator.kube.kubectl(
         "patch",
         "integrationsettings",
         "openai",
@@ -159,8 +189,13 @@ def test_rollout_restart_and_a_deleted_pod_converge(operator: Node) -> None:
         "-p",
         json.dumps({"spec": {"overrides": {"model": "gpt-4o"}}}),
     )
-    wait_for("acct-456 re-rendered", lambda: _account_model(operator, "acct-456") == "gpt-4o", 60)
-    operator.kube.kubectl(
+    until(
+        lambda: _account_model(deployed_operator, "acct-456") == "gpt-4o",
+        "acct-456 re-rendered",
+        60,
+        POLL,
+    )
+    deployed_operator.kube.kubectl(
         "patch",
         "integrationsettings",
         "openai",
@@ -170,6 +205,11 @@ def test_rollout_restart_and_a_deleted_pod_converge(operator: Node) -> None:
         "-p",
         json.dumps({"spec": {"overrides": {"model": "gpt-4.1"}}}),
     )
-    wait_for("acct-456 restored", lambda: _account_model(operator, "acct-456") == "gpt-4.1", 60)
+    until(
+        lambda: _account_model(deployed_operator, "acct-456") == "gpt-4.1",
+        "acct-456 restored",
+        60,
+        POLL,
+    )
     # Nothing stale: the Lease names the live pod, no other operator pod left.
-    assert operator.lease_holder().startswith(third["metadata"]["name"])
+    assert deployed_operator.lease_holder().startswith(third["metadata"]["name"])

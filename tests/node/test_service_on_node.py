@@ -23,7 +23,8 @@ import pytest
 
 from tests.harness import image as image_
 from tests.harness import node as node_
-from tests.node.conftest import Node, wait_for
+from tests.harness.fixtures import until
+from tests.node.conftest import POLL, Node
 
 pytestmark = pytest.mark.cluster
 
@@ -182,14 +183,14 @@ def services(node: Node) -> Iterator[Services]:
     manifest = {"apiVersion": "v1", "kind": "List", "items": items}
     kube.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     try:
-        wait_for(
-            "echo-a, echo-b and the clients Ready",
+        until(
             lambda: (
                 _ready(node, namespace, "echo-a", "echo-b", "client")
                 and _ready(node, other, "client")
             ),
+            "echo-a, echo-b and the clients Ready",
             180,
-            interval=1,
+            1,
         )
 
         def cluster_ip(name: str) -> str:
@@ -198,16 +199,17 @@ def services(node: Node) -> Iterator[Services]:
         found = Services(node, namespace, other, cluster_ip("echo"), cluster_ip("unready"))
         # Ready pods reach kube-proxy's rules through the EndpointSlice
         # controller and a sync (at most one a second): a bounded wait.
-        wait_for(
-            "both endpoints in the Service's EndpointSlice",
+        until(
             lambda: _ready_endpoints(found) == 2,
+            "both endpoints in the Service's EndpointSlice",
             30,
+            POLL,
         )
-        wait_for(
-            "the ClusterIP answering",
+        until(
             lambda: found.get(namespace, f"http://{found.echo_ip}/", timeout=2)[0][0],
+            "the ClusterIP answering",
             10,
-            interval=0.2,
+            0.2,
         )
         yield found
     finally:
@@ -267,7 +269,7 @@ def test_endpoint_removed_is_no_longer_used(services: Services) -> None:
         results = services.get(services.namespace, f"http://{services.echo_ip}/", n=30, timeout=2)
         return all(ok and body == "echo-a" for ok, body, _ in results)
 
-    wait_for("echo-b gone from the Service", only_echo_a, 20, interval=0.2)
+    until(only_echo_a, "echo-b gone from the Service", 20, 0.2)
     assert time.monotonic() - started < 20
 
 

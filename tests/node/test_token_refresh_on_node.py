@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.node.conftest import DEPLOYMENT, NAMESPACE, Node, wait_for
+from tests.harness.fixtures import until
+from tests.node.conftest import DEPLOYMENT, NAMESPACE, POLL, Node
 
 pytestmark = pytest.mark.cluster
 
@@ -75,8 +76,8 @@ def _model(node: Node, namespace: str) -> str | None:
     return str(json.loads(json.loads(proc.stdout)["data"]["openai.json"])["model"])
 
 
-def test_the_operator_keeps_working_after_its_token_is_refreshed(operator: Node) -> None:
-    node = operator
+def test_the_operator_keeps_working_after_its_token_is_refreshed(deployed_operator: Node) -> None:
+    node = deployed_operator
     node.kube.kubectl(
         "patch", "deployment", DEPLOYMENT, "-n", NAMESPACE, "-p", json.dumps(_short_token_patch())
     )
@@ -89,15 +90,19 @@ def test_the_operator_keeps_working_after_its_token_is_refreshed(operator: Node)
         "--timeout=180s",
         timeout=200,
     )
-    pod = wait_for("the new operator pod", node.running_operator_pod, 120)
+    pod = until(node.running_operator_pod, "the new operator pod", 120, POLL, value=True)
     name = pod["metadata"]["name"]
-    wait_for("the new pod leading", lambda: node.lease_holder().startswith(name), 60)
-    first = wait_for("the token's claims", lambda: _claims(node, name), 30)
+    until(lambda: node.lease_holder().startswith(name), "the new pod leading", 60, POLL)
+    first = until(lambda: _claims(node, name), "the token's claims", 30, POLL, value=True)
     assert first[1] - first[0] == EXPIRY
 
     # The kubelet refreshes it after 80% of its lifetime (480 s).
-    refreshed = wait_for(
-        "a refreshed token", lambda: (c := _claims(node, name)) and c[0] > first[0] and c, 720, 5
+    refreshed = until(
+        lambda: (c := _claims(node, name)) and c[0] > first[0] and c,
+        "a refreshed token",
+        720,
+        5,
+        value=True,
     )
     assert refreshed[1] - refreshed[0] == EXPIRY
     # Past the first token's expiry: only the new one is accepted now.
@@ -114,8 +119,11 @@ def test_the_operator_keeps_working_after_its_token_is_refreshed(operator: Node)
             "-p",
             json.dumps({"spec": {"overrides": {"model": model}}}),
         )
-        wait_for(
-            f"acct-456 rendered with {model}", lambda m=model: _model(node, "acct-456") == m, 60
+        until(
+            lambda m=model: _model(node, "acct-456") == m,
+            f"acct-456 rendered with {model}",
+            60,
+            POLL,
         )
     current = node.running_operator_pod()
     assert current is not None and current["metadata"]["name"] == name

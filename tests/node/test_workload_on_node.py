@@ -10,7 +10,8 @@ import time
 import pytest
 
 from tests.harness import controlplane as cp
-from tests.node.conftest import NAMESPACE, PLATFORM_KEYS, REPO, Node, wait_for
+from tests.harness.fixtures import until
+from tests.node.conftest import NAMESPACE, PLATFORM_KEYS, POLL, REPO, Node
 
 pytestmark = pytest.mark.cluster
 
@@ -65,32 +66,35 @@ def _set_openai_key(node: Node, value: str) -> None:
 
 
 def test_a_workload_sees_a_default_change_and_a_key_rotation_in_its_mounted_files(
-    operator: Node,
+    deployed_operator: Node,
 ) -> None:
-    node = operator
+    node = deployed_operator
     node.kube.kubectl("apply", "-f", str(REPO / "examples/workload.yaml.example"))
-    pod = wait_for("the consumer pod Running", lambda: _consumer_pod(node), 120)
-    assert wait_for("the settings file", lambda: _model_in_pod(node, pod), 120) == "gpt-4o-mini"
+    pod = until(lambda: _consumer_pod(node), "the consumer pod Running", 120, POLL, value=True)
+    assert (
+        until(lambda: _model_in_pod(node, pod), "the settings file", 120, POLL, value=True)
+        == "gpt-4o-mini"
+    )
     want = hashlib.sha256(PLATFORM_KEYS["openai"].encode()).hexdigest()
-    assert wait_for("the key file", lambda: _key_digest_in_pod(node, pod), 60) == want
+    assert (
+        until(lambda: _key_digest_in_pod(node, pod), "the key file", 60, POLL, value=True) == want
+    )
 
     figures: dict[str, float] = {}
     try:
         # An admin changes a global default.
         started = time.monotonic()
         _set_default_model(node, "gpt-4.1")
-        wait_for("the ConfigMap", lambda: _configmap_model(node) == "gpt-4.1", 60, 0.1)
+        until(lambda: _configmap_model(node) == "gpt-4.1", "the ConfigMap", 60, 0.1)
         figures["default_change_configmap_s"] = time.monotonic() - started
-        wait_for("the pod's file", lambda: _model_in_pod(node, pod) == "gpt-4.1", 180, 0.25)
+        until(lambda: _model_in_pod(node, pod) == "gpt-4.1", "the pod's file", 180, 0.25)
         figures["default_change_in_pod_file_s"] = time.monotonic() - started
 
         # A platform key is rotated.
         started = time.monotonic()
         _set_openai_key(node, "test-openai-key-2")
         rotated = hashlib.sha256(b"test-openai-key-2").hexdigest()
-        wait_for(
-            "the rotated key file", lambda: _key_digest_in_pod(node, pod) == rotated, 180, 0.25
-        )
+        until(lambda: _key_digest_in_pod(node, pod) == rotated, "the rotated key file", 180, 0.25)
         figures["key_rotation_in_pod_file_s"] = time.monotonic() - started
     finally:
         _set_default_model(node, "gpt-4o-mini")

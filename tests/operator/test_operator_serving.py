@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tests.harness import console
 from tests.harness.fixtures import Kube, kubectl_env
 from tests.operator import support
 
@@ -174,27 +175,14 @@ def _holder(kube: Kube) -> str:
     return str(lease["spec"]["holderIdentity"])
 
 
-def _console(text: str, marker: str) -> list[tuple[str, list[str]]]:
-    after = text[text.index(marker) :]
-    block = after[after.index("```console\n") + len("```console\n") :]
-    block = block[: block.index("```\n")]
-    steps: list[tuple[str, list[str]]] = []
-    for line in block.splitlines():
-        if line.startswith("$ "):
-            steps.append((line[2:], []))
-        else:
-            steps[-1][1].append(line)
-    return steps
-
-
 def test_deploy_readme_reads_metrics_as_a_scraper(
     installed: Kube, operator: support.Operator
 ) -> None:
     """deploy/README's console block, each command exactly, ``$METRICS`` the session
     operator's URL, the outputs as shown."""
     _leading(operator)
-    steps = _console(
-        (support.REPO / "deploy" / "README.md").read_text(), "Reading `/metrics` as a scraper"
+    steps = console.console_block(
+        support.REPO / "deploy" / "README.md", "Reading `/metrics` as a scraper"
     )
     env = {**kubectl_env(), "KUBECONFIG": str(installed.kubeconfig)}
     env["PATH"] = f"{os.path.dirname(installed.kubectl_path)}:{env['PATH']}"

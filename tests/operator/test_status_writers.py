@@ -27,7 +27,7 @@ from controller import schemafiles
 from controller.cluster import conditions, connections, metrics, reporting
 from controller.cluster.runtime import clients, records
 from controller.core import catalog
-from tests.harness.fixtures import Kube
+from tests.harness.fixtures import Kube, until_async
 from tests.operator import support
 
 pytestmark = pytest.mark.cluster
@@ -314,7 +314,12 @@ async def _race(writers: Writers, kind: str, name: str) -> None:
         )
         reads.append((await writers.get(kind, name))["status"])
     final = await writers.get(kind, name)
-    await _until(lambda: bool(seen) and seen[-1] == final["status"], kind)
+    await until_async(
+        lambda: bool(seen) and seen[-1] == final["status"],
+        f"the watch of the {kind} to catch up",
+        30,
+        0.05,
+    )
     watching.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watching
@@ -409,11 +414,3 @@ def _owners(body: Mapping[str, Any]) -> dict[str, set[str]]:
         if entry.get("operation") == "Apply" and entry.get("subresource") == "status":
             out[entry["manager"]] = set(keys(entry.get("fieldsV1")))
     return out
-
-
-async def _until(done: Any, what: str, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not done():
-        assert loop.time() < deadline, f"the watch of the {what} never caught up"
-        await asyncio.sleep(0.05)

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import yaml
 
 from tests.conftest import CLI, RunCli
-from tests.filemode.outputs import contents, snapshot, unwritable
+from tests.filemode.outputs import MIDWRITE, contents, snapshot, unwritable
 from tests.harness import fixtures
+from tests.harness.fixtures import until
 from tests.reliability.conftest import Figures
 
 ACCOUNTS = 100
@@ -57,16 +58,6 @@ def write_tree(root: pathlib.Path, accounts: int = ACCOUNTS) -> None:
         (root / f"acct-{i}.yaml").write_text(account_file(i, 0.5, 100))
 
 
-def wait_for(predicate: object, what: str, timeout: float = 60.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-            if predicate():  # type: ignore[operator]
-                return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @contextlib.contextmanager
 def watching(
     decls: pathlib.Path, out: pathlib.Path, log: pathlib.Path
@@ -78,7 +69,13 @@ def watching(
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(lambda: "start:" in log.read_text(errors="replace"), "the first pass")
+        until(
+            lambda: "start:" in log.read_text(errors="replace"),
+            "the first pass",
+            60,
+            0.05,
+            ignoring=MIDWRITE,
+        )
         yield proc
     finally:
         if proc.poll() is None:
@@ -136,7 +133,7 @@ def test_burst_of_1000_edits_across_100_files_equals_a_cold_reconcile(
                     return False
             return True
 
-        converged = wait_for(settled, "the watcher to apply the burst")
+        converged = until(settled, "the watcher to apply the burst", 60, 0.05, ignoring=MIDWRITE)
         time.sleep(1.0)  # let a trailing pass finish
         assert proc.poll() is None, "the watcher exited during the burst"
     watched = contents(out)

@@ -26,7 +26,6 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -38,6 +37,7 @@ from controller.cluster import metrics, reconciling
 from controller.cluster.runtime import records, resources
 from controller.core import catalog, declarations, findings, inventory, merging
 from controller.files import loading
+from tests.cluster import fakes
 from tests.core import builders
 from tests.reliability.conftest import Figures, fuzz_budget
 
@@ -350,42 +350,6 @@ def test_fuzz_hostile_bodies_parse_and_merge(figures: Figures) -> None:
     figures["key leaks"] = 0
 
 
-class RecordingWriter:
-    """Everything the operator would send to the API server, kept to be searched."""
-
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    async def apply(self, manifest: Mapping[str, Any]) -> None:
-        self.sent.append(copy.deepcopy(dict(manifest)))
-
-    async def apply_status(
-        self,
-        kind: str,
-        name: str,
-        namespace: str | None,
-        status: Mapping[str, Any],
-        field_manager: str,
-    ) -> None:
-        self.sent.append((kind, name, dict(status)))
-
-    async def remove_status(
-        self, kind: str, name: str, namespace: str | None, fields: Mapping[str, Any]
-    ) -> None:
-        self.sent.append((kind, name, {"removed": dict(fields)}))
-
-    async def post_event(
-        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
-    ) -> None:
-        self.sent.append((dict(involved), type_, reason, message))
-
-    async def delete(self, kind: str, namespace: str | None, name: str) -> None:
-        self.sent.append(("delete", kind, namespace, name))
-
-    async def remove_labels(self, kind: str, name: str, labels: Any) -> None:
-        self.sent.append(("unlabel", kind, name))
-
-
 class NoKeys:
     def value(self, secret_name: str, key: str) -> str | None:
         return None
@@ -432,7 +396,7 @@ def test_fuzz_operator_render_of_objects_that_bypassed_admission(figures: Figure
             configmaps={},
             secrets={},
         )
-        writer = RecordingWriter()
+        writer = fakes.RecordingWriter()
 
         async def main() -> None:
             r = reconciling.Reconciler(CATALOG, writer, NoKeys(), views, metrics.Metrics())
@@ -446,12 +410,9 @@ def test_fuzz_operator_render_of_objects_that_bypassed_admission(figures: Figure
                 await r.close()
 
         asyncio.run(main())
-        sent = json.dumps(writer.sent, default=str)
-        assert FAKE_KEY not in sent
-        count.merged += sum(
-            1 for s in writer.sent if isinstance(s, dict) and s.get("kind") == "ConfigMap"
-        )
-        count.errors += sum(1 for s in writer.sent if isinstance(s, tuple) and len(s) == 4)
+        assert FAKE_KEY not in writer.dump()
+        count.merged += sum(1 for m in writer.applied if m.get("kind") == "ConfigMap")
+        count.errors += len(writer.events)
 
     check()
     figures["cases"] = count.cases

@@ -39,8 +39,10 @@ from hypothesis import strategies as st
 
 from controller.files import documents, loading, reading
 from tests.conftest import CLI
+from tests.filemode.outputs import MIDWRITE
+from tests.harness.fixtures import until
 from tests.reliability.conftest import Figures, fuzz_budget
-from tests.reliability.test_filemode_faults import GLOBAL, account_file, wait_for
+from tests.reliability.test_filemode_faults import GLOBAL, account_file
 
 ADDRESS_SPACE = 512 << 20  # each CLI run; 3 GiB of /dev/zero or a sparse file cannot fit
 TIMEOUT = 60.0  # each CLI run; a FIFO opened for reading would block forever
@@ -448,30 +450,40 @@ def test_watch_survives_a_hostile_tree(confined_tmp: pathlib.Path, figures: Figu
         )
     try:
         text = lambda: log.read_bytes().decode(errors="replace")  # noqa: E731
-        wait_for(lambda: "start:" in text(), "the first pass", TIMEOUT)
+        until(lambda: "start:" in text(), "the first pass", TIMEOUT, 0.05, ignoring=MIDWRITE)
         before = state(confined_tmp, skip=out)
         started = time.monotonic()
         for name in names:
             ENTRIES[name].make(decls, outside)
         made = state(confined_tmp, skip=out)
-        wait_for(
+        until(
             lambda: (
                 proc.poll() is None
                 and all(shown(str(decls / rel)) in error_lines(text()) for rel in errors)
             ),
             "every hostile file reported",
             TIMEOUT,
+            0.05,
+            ignoring=MIDWRITE,
         )
         reported = time.monotonic() - started
         assert proc.poll() is None, text()[-3000:]
         assert_errors_name(text(), str(decls), errors)
-        wait_for(lambda: written(out) == accounts, "the valid accounts among them", TIMEOUT)
+        until(
+            lambda: written(out) == accounts,
+            "the valid accounts among them",
+            TIMEOUT,
+            0.05,
+            ignoring=MIDWRITE,
+        )
         # A later valid change is still written.
         (decls / "acct-1.yaml").write_text(account_file(1, 1.5, 777))
-        wait_for(
+        until(
             lambda: json.loads((out / "acct-1" / "openai.json").read_text())["max_tokens"] == 777,
             "a later change",
             TIMEOUT,
+            0.05,
+            ignoring=MIDWRITE,
         )
         assert proc.poll() is None, text()[-3000:]
     finally:

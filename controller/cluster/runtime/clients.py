@@ -560,35 +560,37 @@ class Client:
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Lease as a plain dict, None if there is none; raises WriteError otherwise."""
         try:
-            raw = await self._call(
-                f"get lease {namespace}/{name}", "GET", self._path("Lease", namespace, name)
-            )
+            return await self._lease_call("get", "GET", namespace, name)
         except WriteError as e:
             if e.status == 404:
                 return None
             raise
-        return sessions.decode(raw)
 
     async def create_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
         """Create; WriteError with status 409 if it exists (someone was first)."""
         meta = lease["metadata"]
-        raw = await self._call(
-            f"create lease {meta['namespace']}/{meta['name']}",
-            "POST",
-            self._path("Lease", meta["namespace"]),
-            lease,
-        )
-        return sessions.decode(raw)
+        return await self._lease_call("create", "POST", meta["namespace"], meta["name"], lease)
 
     async def replace_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
         """PUT with the resourceVersion in ``lease``: WriteError 409 if it changed meanwhile."""
         meta = lease["metadata"]
-        raw = await self._call(
-            f"update lease {meta['namespace']}/{meta['name']}",
-            "PUT",
-            self._path("Lease", meta["namespace"], meta["name"]),
-            lease,
-        )
+        return await self._lease_call("update", "PUT", meta["namespace"], meta["name"], lease)
+
+    async def _lease_call(
+        self,
+        verb: str,
+        method: str,
+        namespace: str,
+        name: str,
+        lease: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One request on the Lease ``namespace/name``, its answer decoded.
+
+        A POST goes to the namespace's collection (it creates), the others to
+        the Lease itself; a failure is a WriteError "<verb> lease namespace/name: ...".
+        """
+        path = self._path("Lease", namespace, "" if method == "POST" else name)
+        raw = await self._call(f"{verb} lease {namespace}/{name}", method, path, lease)
         return sessions.decode(raw)
 
 
