@@ -13,12 +13,12 @@ import yaml
 
 from controller.cluster import hosting, metrics, operating, reconciling
 from controller.core import catalog as catalog_
-from tests.cluster.test_reconciling import FakeWriter
+from tests.cluster.fakes import RecordingWriter
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
-def _operator(cat: catalog_.Catalog, writer: FakeWriter) -> operating.Operator:
+def _operator(cat: catalog_.Catalog, writer: RecordingWriter) -> operating.Operator:
     options = operating.Options(
         kubeconfig=None,
         namespace="settings-controller-system",
@@ -68,7 +68,7 @@ def _feed(op: operating.Operator, source: str, event: str, body: dict[str, Any])
 
 
 def test_the_routes_read_like_the_builder(catalog: catalog_.Catalog) -> None:
-    op = _operator(catalog, FakeWriter())
+    op = _operator(catalog, RecordingWriter())
     assert [(r.source, r.enqueues) for r in op.routes()] == [
         (
             "platform key Secrets",
@@ -105,7 +105,7 @@ def test_the_routes_read_like_the_builder(catalog: catalog_.Catalog) -> None:
 def test_accounts_enqueue_namespaces_and_an_invalid_one_its_name(
     catalog: catalog_.Catalog,
 ) -> None:
-    writer = FakeWriter()
+    writer = RecordingWriter()
 
     async def main() -> None:
         op = _operator(catalog, writer)
@@ -138,7 +138,7 @@ def test_the_global_enqueues_its_status_and_a_forced_resync_every_namespace(
     catalog: catalog_.Catalog,
 ) -> None:
     async def main() -> None:
-        op = _operator(catalog, FakeWriter())
+        op = _operator(catalog, RecordingWriter())
         queue = op.reconciler.queue
         for name in ("a", "b"):
             _feed(op, "Account objects", "ADDED", _account(name, f"ns-{name}"))
@@ -159,7 +159,7 @@ def test_only_a_referenced_key_secret_enqueues_the_global_and_a_fan_out(
     catalog: catalog_.Catalog,
 ) -> None:
     async def main() -> None:
-        op = _operator(catalog, FakeWriter())
+        op = _operator(catalog, RecordingWriter())
         queue = op.reconciler.queue
         _feed(op, "GlobalIntegrationSettings objects", "ADDED", _global())
         _feed(op, "Account objects", "ADDED", _account("a", "ns-a"))
@@ -178,7 +178,7 @@ def test_the_echo_of_a_generated_write_enqueues_nothing_a_drift_its_namespace(
     catalog: catalog_.Catalog,
 ) -> None:
     async def main() -> None:
-        op = _operator(catalog, FakeWriter())
+        op = _operator(catalog, RecordingWriter())
         queue = op.reconciler.queue
         foreign = {
             "apiVersion": "v1",
@@ -199,7 +199,7 @@ def test_the_echo_of_a_generated_write_enqueues_nothing_a_drift_its_namespace(
 
 
 def test_not_ready_until_every_cache_is_listed(catalog: catalog_.Catalog) -> None:
-    op = _operator(catalog, FakeWriter())
+    op = _operator(catalog, RecordingWriter())
     assert op.readiness() == (False, "not ready: starting")
     op.following = True
     ready, said = op.readiness()
@@ -210,7 +210,7 @@ def test_not_ready_until_every_cache_is_listed(catalog: catalog_.Catalog) -> Non
 
 
 def test_kopf_hosts_the_process_and_follows_no_resource(catalog: catalog_.Catalog) -> None:
-    registry = hosting.registry(_operator(catalog, FakeWriter()))
+    registry = hosting.registry(_operator(catalog, RecordingWriter()))
     activities = sorted(h.fn.__name__ for h in registry._activities.get_all_handlers())
     assert activities == ["cleanup", "login", "startup"]
     assert registry._changing.get_all_handlers() == []  # no diff base, no progress annotations
@@ -236,9 +236,9 @@ def test_a_lost_lease_stops_the_operator_cleanly(catalog: catalog_.Catalog, lost
 
     async def main() -> None:
         op = operating.Operator(
-            _operator(catalog, FakeWriter()).options,
+            _operator(catalog, RecordingWriter()).options,
             catalog,
-            FakeWriter(),  # type: ignore[arg-type]
+            RecordingWriter(),  # type: ignore[arg-type]
             metrics.Metrics(),
             stop=lambda: stops.append(1),
         )

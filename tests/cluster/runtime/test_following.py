@@ -17,7 +17,8 @@ from controller.cluster import metrics, operating, reconciling
 from controller.cluster.runtime import following, generated, records
 from controller.core import catalog as catalog_
 from controller.core import rendering
-from tests.cluster.test_reconciling import KEYS, FakeWriter, reconciler, views_for
+from tests.cluster.fakes import RecordingWriter
+from tests.cluster.test_reconciling import KEYS, reconciler, views_for
 
 
 def configmap(namespace: str, data: dict[str, str], version: str, owner: str = "uid-0") -> Any:
@@ -124,7 +125,7 @@ def test_echo_of_own_write_is_not_repaired_but_drift_is(catalog: catalog_.Catalo
     views = views_for(catalog, 1)
     store = generated.Digests("ConfigMap")
     views = reconciling.Views(**{**views.__dict__, "configmaps": store})
-    writer = FakeWriter()
+    writer = RecordingWriter()
 
     async def main() -> None:
         r = reconciler(catalog, views, writer)
@@ -154,7 +155,7 @@ def test_no_render_before_the_workers_start(catalog: catalog_.Catalog) -> None:
     """The operator's queue starts its workers once every cache is listed (``operating``):
     keys named before then wait, once each, and are worked on at ``start``."""
     views = views_for(catalog, 2)
-    writer = FakeWriter()
+    writer = RecordingWriter()
 
     async def main() -> None:
         r = reconciling.Reconciler(catalog, writer, KEYS, views, metrics.Metrics(), autostart=False)

@@ -10,7 +10,8 @@ import time
 from controller.cluster import metrics
 from controller.cluster.runtime import clients, queueing
 from controller.core import catalog as catalog_
-from tests.cluster.test_reconciling import FakeWriter, reconciler, views_for
+from tests.cluster.fakes import RecordingWriter
+from tests.cluster.test_reconciling import reconciler, views_for
 
 
 def test_a_key_is_queued_once_and_never_worked_on_twice_at_once() -> None:
@@ -66,7 +67,7 @@ def test_an_outage_with_1000_accounts_queued_is_no_retry_storm(
     views = views_for(catalog, 1000)
     attempts: list[float] = []
 
-    class Down(FakeWriter):
+    class Down(RecordingWriter):
         async def apply(self, manifest: object) -> None:  # type: ignore[override]
             attempts.append(time.monotonic())
             raise clients.WriteError("connection refused", 0)
@@ -99,7 +100,7 @@ def test_a_failing_namespace_is_retried_and_counted(catalog: catalog_.Catalog) -
     views = views_for(catalog, 1)
     fails = {"left": 2}
 
-    class Flaky(FakeWriter):
+    class Flaky(RecordingWriter):
         async def apply(self, manifest: object) -> None:  # type: ignore[override]
             if fails["left"]:
                 fails["left"] -= 1
