@@ -31,10 +31,15 @@ def owner_reference(account: records.Observed) -> dict[str, Any]:
 
 
 def configmap(
-    account: records.Observed, namespace: str, data: Mapping[str, str], plan: str
+    account: records.Observed,
+    namespace: str,
+    data: Mapping[str, str],
+    plan: str,
+    digest: str | None = None,
 ) -> dict[str, Any]:
-    """The ConfigMap, labelled with the plan its namespace was labelled with just before."""
-    manifest = rendering.configmap(account.name, namespace, data)
+    """The ConfigMap, labelled with the plan its namespace was labelled with just before
+    (``digest``: ``rendering.content_hash(data)``, when the caller has it already)."""
+    manifest = rendering.configmap(account.name, namespace, data, digest)
     manifest["metadata"]["labels"][records.LABEL_PLAN] = plan
     manifest["metadata"]["ownerReferences"] = [owner_reference(account)]
     return manifest
@@ -96,13 +101,14 @@ def namespace(account: declarations.Account) -> dict[str, Any]:
 
 
 def in_sync(
-    seen: records.Digest | None, data: Mapping[str, str], owner_uid: str, plan: str | None = None
+    seen: records.Digest | None, digest: str, owner_uid: str, plan: str | None = None
 ) -> bool:
-    """Whether the object as last seen already holds ``data`` (and ``plan``) and belongs to the account."""
+    """Whether the object as last seen already holds the data whose
+    ``rendering.content_hash`` is ``digest`` (and ``plan``) and belongs to the account."""
     return (
         seen is not None
         and seen.managed
         and owner_uid in seen.owners
         and (plan is None or seen.plan == plan)
-        and seen.content_hash == rendering.content_hash(data)
+        and seen.content_hash == digest
     )

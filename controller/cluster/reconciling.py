@@ -493,24 +493,28 @@ class Reconciler:
             ("Secret", seen_secret, keys),
         ):
             await self._remove_foreign_keys(kind, namespace, seen, rendered)
-        if forced or not manifests.in_sync(seen_configmap, data, observed.uid, account.plan):
+        # Each output's hash once: it decides the write, is the ConfigMap's annotation
+        # and tells the watch's echo of the write from an edit (~3 % of a fan-out's
+        # CPU when computed at each of those places).
+        data_hash, keys_hash = rendering.content_hash(data), rendering.content_hash(keys)
+        if forced or not manifests.in_sync(seen_configmap, data_hash, observed.uid, account.plan):
             writes.append(
                 self._apply(
                     "ConfigMap",
                     namespace,
-                    manifests.configmap(observed, namespace, data, account.plan),
-                    rendering.content_hash(data),
+                    manifests.configmap(observed, namespace, data, account.plan, data_hash),
+                    data_hash,
                     observed.uid,
                     f"account {account.name}: wrote {namespace}/{rendering.CONFIGMAP_NAME}",
                 )
             )
-        if forced or not manifests.in_sync(seen_secret, keys, observed.uid):
+        if forced or not manifests.in_sync(seen_secret, keys_hash, observed.uid):
             writes.append(
                 self._apply(
                     "Secret",
                     namespace,
                     manifests.credentials_secret(observed, namespace, keys),
-                    rendering.content_hash(keys),
+                    keys_hash,
                     observed.uid,
                     f"account {account.name}: wrote {namespace}/"
                     f"{rendering.CREDENTIALS_SECRET_NAME} ({len(keys)} keys)",

@@ -40,7 +40,8 @@ class Reporter:
         self._warned: dict[Key, tuple[str, str]] = {}  # (reason, message) last posted
 
     async def status(self, observed: records.Observed, status: Mapping[str, Any]) -> None:
-        if not conditions.changed(observed.status, status):
+        current = observed.status  # decoded once: each decode is a json.loads
+        if not conditions.changed(current, status):
             return
         key = key_of(observed)
         digest = hashlib.blake2b(
@@ -50,7 +51,7 @@ class Reporter:
         if self._patched.get(key) == patched:
             return
         try:
-            removed = _removed(observed.status, status)
+            removed = _removed(current, status)
             if removed:
                 await self.writer.remove_status(
                     observed.kind, observed.name, observed.namespace, removed

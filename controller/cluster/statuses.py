@@ -38,11 +38,12 @@ def with_ready(
     conditions of other types are another writer's: ``Connected``, the connection checker's),
     ``observedGeneration`` and ``extra``. Applied under the reconciler's field manager
     (``reporting``), so it names only what it owns."""
-    previous = observed.status.get("conditions") or ()
-    if "connected" not in extra and observed.status.get("connected") is not None:
+    current = observed.status  # decoded once: each decode is a json.loads
+    previous = current.get("conditions") or ()
+    if "connected" not in extra and current.get("connected") is not None:
         # Not recomputed here (the object is blocked, or the connection checks have no
         # answer for every key yet, or are off): kept as it is.
-        extra["connected"] = observed.status["connected"]
+        extra["connected"] = current["connected"]
     return {
         "observedGeneration": observed.generation,
         "conditions": conditions.readiness(ok, reason, message, observed.generation, previous),

@@ -53,8 +53,11 @@ def labels(account_name: str) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ACCOUNT: account_name}
 
 
-def configmap(account_name: str, namespace: str, data: Mapping[str, str]) -> dict[str, Any]:
-    """The ConfigMap manifest a workload mounts."""
+def configmap(
+    account_name: str, namespace: str, data: Mapping[str, str], digest: str | None = None
+) -> dict[str, Any]:
+    """The ConfigMap manifest a workload mounts (``digest``: ``content_hash(data)``, when the
+    caller has it already)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -62,7 +65,7 @@ def configmap(account_name: str, namespace: str, data: Mapping[str, str]) -> dic
             "name": CONFIGMAP_NAME,
             "namespace": namespace,
             "labels": labels(account_name),
-            "annotations": {ANNOTATION_HASH: content_hash(data)},
+            "annotations": {ANNOTATION_HASH: digest or content_hash(data)},
         },
         "data": dict(sorted(data.items())),
     }
