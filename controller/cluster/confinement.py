@@ -1,15 +1,18 @@
 """Whether the operator is confined, proven at start-up by asking the API server itself.
 
-RBAC lets the operator create any ConfigMap or Secret anywhere and label any
-namespace; only the ``settings-controller-operator-*`` admission policies hold
-it to its outputs (deploy/README.md, "What the operator can write, where").
-They match its identity, and an install under another identity (another
-namespace, another ServiceAccount name) left it unconfined without a word.
+RBAC lets the operator write its two outputs (the ConfigMap
+``integration-settings``, the Secret ``integration-credentials``) in any
+namespace and label any namespace; only the ``settings-controller-operator-*``
+admission policies hold it to its tenants' namespaces and to its own labels
+(deploy/README.md, "What the operator can write, where"). They match its
+identity, and an install under another identity (another namespace, another
+ServiceAccount name) left it unconfined without a word.
 
-The proof is three writes the policies must refuse, sent with ``dryRun=All``
-(admission runs in full, nothing is stored): a ConfigMap and a Secret in
-``kube-system``, and a Namespace carrying a label the operator never sets.
-Each must come back 403 Forbidden. This is sounder than reading the policies
+The proof is three server-side applies the policies must refuse and RBAC
+allows, sent with ``dryRun=All`` (admission runs in full, nothing is stored):
+the two outputs in ``kube-system``, and a Namespace carrying a label the
+operator never sets. Each must come back 403 Forbidden. (Objects of other
+names would prove nothing: RBAC refuses them before any policy looks.) This is sounder than reading the policies
 and bindings and matching their CEL against our username: it tests what the
 API server enforces (the policy, its binding, its match condition and the
 validation, as compiled and cached), needs no read permission on admission
@@ -27,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.cluster.runtime import clients
+from controller.core import rendering
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +39,27 @@ PROBE = "settings-controller-confinement-probe"
 PROBE_LABEL = "settings-controller.io/confinement-probe"
 SERVICEACCOUNT_PREFIX = "system:serviceaccount:"
 
-# (what is tried, API path, body): each must be refused.
-_PROBES: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
+# (what is tried, the manifest applied): each must be refused.
+_PROBES: tuple[tuple[str, Mapping[str, Any]], ...] = (
     (
         "a ConfigMap create in kube-system",
-        "/api/v1/namespaces/kube-system/configmaps",
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": PROBE, "namespace": "kube-system"},
+            "metadata": {"name": rendering.CONFIGMAP_NAME, "namespace": "kube-system"},
         },
     ),
     (
         "a Secret create in kube-system",
-        "/api/v1/namespaces/kube-system/secrets",
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": PROBE, "namespace": "kube-system"},
+            "metadata": {"name": rendering.CREDENTIALS_SECRET_NAME, "namespace": "kube-system"},
             "type": "Opaque",
         },
     ),
     (
         "a Namespace create with a label of its own",
-        "/api/v1/namespaces",
         {
             "apiVersion": "v1",
             "kind": "Namespace",
@@ -124,9 +125,9 @@ async def check(client: clients.Client) -> Verdict:
     admitted: list[str] = []
     refused: list[str] = []
     unjudged: list[str] = []
-    for what, path, body in _PROBES:
+    for what, manifest in _PROBES:
         try:
-            await client.post(what, path, body, params={"dryRun": "All"})
+            await client.apply(manifest, dry_run=True)
         except clients.WriteError as e:
             if e.status == 403:
                 # Refused by a policy (or by RBAC, narrower than deploy/rbac): not writable.

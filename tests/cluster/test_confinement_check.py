@@ -16,18 +16,19 @@ from controller.cluster.runtime import clients
 class FakeApi:
     def __init__(self, answers: Mapping[str, int], username: str = "system:serviceaccount:ns:sc"):
         self.answers, self.username = answers, username
-        self.sent: list[tuple[str, Mapping[str, str] | None]] = []
+        self.sent: list[tuple[str, str, bool]] = []  # (kind, name, dry run) of each apply
 
     async def post(
         self, what: str, path: str, body: Mapping[str, Any], params: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
-        self.sent.append((path, params))
-        if path.endswith("selfsubjectreviews"):
-            return {"status": {"userInfo": {"username": self.username}}}
-        status = self.answers[body["kind"]]
+        assert path.endswith("selfsubjectreviews"), path  # the probes are applies
+        return {"status": {"userInfo": {"username": self.username}}}
+
+    async def apply(self, manifest: Mapping[str, Any], dry_run: bool = False) -> None:
+        self.sent.append((manifest["kind"], manifest["metadata"]["name"], dry_run))
+        status = self.answers[manifest["kind"]]
         if status >= 300:
-            raise clients.WriteError(f"{what}: {status}", status)
-        return {}
+            raise clients.WriteError(f"apply {manifest['kind']}: {status}", status)
 
 
 def check(api: FakeApi) -> confinement.Verdict:
@@ -39,8 +40,13 @@ def test_every_forbidden_write_refused_is_confined() -> None:
     verdict = check(api)
     assert verdict.confined and len(verdict.refused) == 3
     assert "confined: as system:serviceaccount:ns:sc" in verdict.line()
-    # Every probe is a dry run: nothing may be stored.
-    assert all(p == {"dryRun": "All"} for path, p in api.sent if "selfsubject" not in path)
+    # Every probe is a dry run (nothing may be stored), of a name RBAC lets the operator
+    # write: only a policy can refuse it.
+    assert api.sent == [
+        ("ConfigMap", "integration-settings", True),
+        ("Secret", "integration-credentials", True),
+        ("Namespace", confinement.PROBE, True),
+    ]
     assert verdict.involved("x") == {
         "apiVersion": "v1", "kind": "ServiceAccount", "namespace": "ns", "name": "sc"
     }  # fmt: skip

@@ -1,26 +1,31 @@
 """The operator's writes stop at what it writes: escalations tried as its own identity.
 
-Issue 10 item 2. RBAC gives the operator ``create`` on Secrets and ConfigMaps in
-every namespace (it cannot be limited by name) and ``patch`` on Namespaces.
-Before the operator-* policies (deploy/policy/generated.yaml), creating
-``integration-credentials`` in kube-system as a service-account-token Secret
-for ``generic-garbage-collector`` was admitted: the token controller filled in
-a token that lists every Secret (for ``clusterrole-aggregation-controller``:
-``escalate`` on ClusterRoles). Each attempt below is allowed by RBAC (the
-refusal names the policy, not RBAC) and refused by admission; what the
-operator does write still goes through (tests in this directory, and the
-controls here).
+Issue 10 item 2. RBAC gives the operator ``create`` and ``patch`` on its two
+output names (a Secret and a ConfigMap) in every namespace, and ``patch`` on
+Namespaces. Before the operator-* policies (deploy/policy/generated.yaml),
+creating ``integration-credentials`` in kube-system as a service-account-token
+Secret for ``generic-garbage-collector`` was admitted: the token controller
+filled in a token that lists every Secret (for
+``clusterrole-aggregation-controller``: ``escalate`` on ClusterRoles). Each
+attempt below is allowed by RBAC (the refusal names the policy, not RBAC) and
+refused by admission, or, for a name that is not an output's, refused by RBAC;
+what the operator does write still goes through (tests in this directory, and
+the controls here).
 """
 
 from __future__ import annotations
 
 import json
+import pathlib
+import shlex
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from controller.generators import policies
+from tests.harness import console
 from tests.harness.fixtures import Kube
 from tests.operator import support
 from tests.operator.support import wait_json
@@ -98,8 +103,10 @@ def test_the_operator_cannot_escalate(installed: Kube, account: tuple[str, str])
         "token Secret for clusterrole-aggregation-controller in kube-system": token_trick(
             "kube-system", "clusterrole-aggregation-controller"
         ),
-        "token Secret in an account's namespace": secret(
-            ns, type_="kubernetes.io/service-account-token", owners=mine,
+        # In a namespace without the output yet (the type of an existing Secret is immutable:
+        # the API server's validation would refuse before the policy is asked).
+        "token Secret named as the output": secret(
+            other_ns, type_="kubernetes.io/service-account-token", owners=mine,
             annotations={"kubernetes.io/service-account.name": "default"},
         ),
         "Opaque integration-credentials in kube-system": secret("kube-system", owners=mine),
@@ -109,7 +116,7 @@ def test_the_operator_cannot_escalate(installed: Kube, account: tuple[str, str])
         ),
         "another Secret name in an account's namespace": secret(ns, "db-password", owners=mine),
         "integration-credentials of another type": secret(
-            ns, type_="example.com/custom", owners=mine
+            other_ns, type_="example.com/custom", owners=mine
         ),
         "another ConfigMap in an account's namespace": configmap(ns, "other", mine),
         "integration-settings in kube-system": configmap(
@@ -139,12 +146,26 @@ def test_the_operator_cannot_escalate(installed: Kube, account: tuple[str, str])
             "patch", "configmap", "integration-settings", "-n", ns, "--type=json",
             "-p", '[{"op":"remove","path":"/metadata/ownerReferences"}]'),
     }  # fmt: skip
+    # Other names than the outputs' are RBAC's to refuse (it grants create and patch of
+    # those names only); the rest pass RBAC and must be the policies' to refuse.
+    rbac_refuses = {"another Secret name in an account's namespace",
+                    "another ConfigMap in an account's namespace"}  # fmt: skip
     admitted = []
     try:
         for what, manifest in creates.items():
-            proc = as_operator(installed, "create", "-f", "-", input=manifest)
-            if proc.returncode == 0 or "ValidatingAdmissionPolicy" not in proc.stderr:
+            # As the operator writes: a server-side apply that creates.
+            proc = as_operator(installed, "apply", "--server-side", "--force-conflicts",
+                               "--field-manager=settings-controller", "-f", "-", input=manifest)  # fmt: skip
+            refuser = (
+                "cannot patch resource" if what in rbac_refuses else "ValidatingAdmissionPolicy"
+            )
+            if proc.returncode == 0 or refuser not in proc.stderr:
                 admitted.append(f"{what}: {proc.returncode} {proc.stderr.strip()[:300]}")
+            if json.loads(manifest)["kind"] != "Namespace":
+                # A POST create names nothing RBAC's resourceNames can match: refused there.
+                proc = as_operator(installed, "create", "-f", "-", input=manifest)
+                if proc.returncode == 0 or "cannot create resource" not in proc.stderr:
+                    admitted.append(f"{what} (POST): {proc.returncode} {proc.stderr.strip()[:300]}")
         for what, args in patches.items():
             proc = as_operator(installed, *args)
             if proc.returncode == 0 or "ValidatingAdmissionPolicy" not in proc.stderr:
@@ -195,12 +216,13 @@ def test_the_policies_match_the_operator_only(installed: Kube, namespace: str) -
 
 
 def test_rbac_refuses_what_the_policies_no_longer_match(installed: Kube, namespace: str) -> None:
-    """The operator-* policies match updates and deletes of the operator's own output names
-    only, and no Namespace deletion (issue 24: other writers' writes then cost them
-    nothing). That is no gap because RBAC refuses the rest before admission: ``patch`` and
-    ``delete`` of ConfigMaps and Secrets by name only, no ``update`` verb, no ``delete`` on
-    Namespaces. Each refusal here must be RBAC's (it names the verb), not a policy's, and
-    leave the object as it was."""
+    """The operator-* policies match creates, updates and deletes of the operator's own output
+    names only, and no Namespace deletion (issue 24: other writers' writes then cost them
+    nothing). That is no gap because RBAC refuses the rest before admission: ``create``,
+    ``patch`` and ``delete`` of ConfigMaps and Secrets by name only (a POST create names
+    nothing RBAC can match, even with the output's own name or a generateName), no
+    ``update`` verb, no ``delete`` on Namespaces. Each refusal here must be RBAC's (it
+    names the verb), not a policy's, and leave the object as it was."""
     for kind in ("configmap", "secret"):
         installed.kubectl("create", kind, *(["generic"] if kind == "secret" else []), "other",
                           "-n", namespace, "--from-literal=k=v")  # fmt: skip
@@ -217,6 +239,17 @@ def test_rbac_refuses_what_the_policies_no_longer_match(installed: Kube, namespa
                         "stringData": {"k": "x"}})),
         "server-side apply a new ConfigMap of another name": (("apply", "--server-side",
             "-f", "-"), "patch", configmap(namespace, "applied-elsewhere")),
+        "create (POST) a ConfigMap of another name": (("create", "-f", "-"), "create",
+            configmap(namespace, "posted-elsewhere")),
+        "create (POST) a Secret of another name": (("create", "-f", "-"), "create",
+            json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": "posted-elsewhere", "namespace": namespace}})),
+        "create (POST) a ConfigMap by generateName": (("create", "-f", "-"), "create",
+            json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"generateName": "posted-", "namespace": namespace}})),
+        "create (POST) its own Secret's name": (("create", "-f", "-"), "create",
+            json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": "integration-credentials", "namespace": namespace}})),
         "delete another ConfigMap": (("delete", "configmap", "other", "-n", namespace), "delete", None),
         "delete another Secret": (("delete", "secret", "other", "-n", namespace), "delete", None),
         "replace (PUT) its own ConfigMap": (("replace", "-f", "-"), "update", output),
@@ -238,13 +271,24 @@ def test_rbac_refuses_what_the_policies_no_longer_match(installed: Kube, namespa
     secret_ = support.get_json(installed, "secret", "other", "-n", namespace)
     assert secret_["data"] == {"k": "dg=="}
     assert support.get_json(installed, "namespace", namespace)["status"]["phase"] == "Active"
-    gone = installed.kubectl("get", "configmap", "applied-elsewhere", "-n", namespace, check=False)
-    assert "NotFound" in gone.stderr
+    for kind, name in (
+        ("configmap", "applied-elsewhere"),
+        ("configmap", "posted-elsewhere"),
+        ("secret", "posted-elsewhere"),
+        ("secret", "integration-credentials"),
+    ):
+        gone = installed.kubectl("get", kind, name, "-n", namespace, check=False)
+        assert "NotFound" in gone.stderr, (kind, name)
+    names = [
+        o["metadata"]["name"]
+        for o in support.get_json(installed, "configmaps", "-n", namespace)["items"]
+    ]
+    assert not [n for n in names if n.startswith("posted-")], names
 
 
 def test_the_operator_policies_match_narrowly(installed: Kube) -> None:
-    """What the API server holds: creates of any name, updates and deletes of the output's
-    name only, no Namespace deletion, and the cheap test of the username first."""
+    """What the API server holds: creates, updates and deletes of the output's name only,
+    no Namespace deletion, and the cheap test of the username first."""
     rules = {
         name: support.get_json(installed, "validatingadmissionpolicy", name)["spec"][
             "matchConstraints"
@@ -256,10 +300,31 @@ def test_the_operator_policies_match_narrowly(installed: Kube) -> None:
         (policies.OPERATOR_CONFIGMAPS, "integration-settings"),
     ):
         assert [(r["operations"], r.get("resourceNames")) for r in rules[name]] == [
-            (["CREATE"], None),
-            (["UPDATE", "DELETE"], [output]),
+            (["CREATE", "UPDATE", "DELETE"], [output]),
         ]
     assert [r["operations"] for r in rules[policies.OPERATOR_NAMESPACES]] == [["CREATE", "UPDATE"]]
     assert policies.MATCHES_OPERATOR.startswith(
         'request.userInfo.username.endsWith(":settings-controller") && '
     )
+
+
+def test_the_documented_token_trick_is_refused(installed: Kube, tmp_path: pathlib.Path) -> None:
+    """deploy/README.md's example, run as shown (its token-trick.yaml is ``token_trick``):
+    refused by the Secrets policy with the lines the README shows."""
+    readme = support.REPO / "deploy" / "README.md"
+    ((command, shown),) = console.console_block(readme, "The attempts `tests/operator/")
+    (tmp_path / "token-trick.yaml").write_text(
+        token_trick("kube-system", "generic-garbage-collector")
+    )
+    argv = shlex.split(command.split("#")[0])
+    assert argv[:3] == ["kubectl", "--kubeconfig", ".cluster/kubeconfig-operator"], argv
+    argv[:3] = [str(installed.kubectl_path), "--kubeconfig", str(installed.operator_kubeconfig)]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout
+    for line in shown:
+        for part in line.split("..."):
+            assert part.strip() in done.stderr, (part, done.stderr)
+    gone = installed.kubectl(
+        "get", "secret", "integration-credentials", "-n", "kube-system", check=False
+    )
+    assert "NotFound" in gone.stderr

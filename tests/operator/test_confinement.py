@@ -102,7 +102,7 @@ def test_an_overlay_in_another_namespace_keeps_the_operator_confined(
 
     # Applied as the overlay renders them (renamed, beside the session's install),
     # with the overlay's ClusterRoleBinding: RBAC lets the identity in `other`
-    # create any ConfigMap; the policies must refuse.
+    # write its outputs in any namespace; the policies must refuse the wrong ones.
     suffix = f"-{other}"
     applied = []
     for o in objects:
@@ -122,16 +122,18 @@ def test_an_overlay_in_another_namespace_keeps_the_operator_confined(
         # RBAC allows it (the overlay's binding took effect) ...
         support.until(
             lambda: installed.kubectl(
-                "auth", "can-i", "create", "configmaps", "-n", "kube-system", *_as(identity),
+                "auth", "can-i", "create", "configmaps/integration-settings", "-n", "kube-system",
+                *_as(identity),
                 check=False,
             ).stdout.strip() == "yes",
             "the overlay's ClusterRoleBinding in effect",
         )  # fmt: skip
-        # ... and the policies refuse: in kube-system, in its own namespace, and
-        # anything but its outputs in a tenant's.
-        for namespace, name in (("kube-system", "planted"), (other, "planted")):
+        # ... and the policies refuse its outputs in kube-system and in its own namespace
+        # (as it writes them: server-side apply).
+        apply = ("apply", "--server-side", "--field-manager=settings-controller", *_as(identity))
+        for namespace in ("kube-system", other):
             proc = installed.kubectl(
-                "create", *_as(identity), "-f", "-", input=_configmap(namespace, name), check=False
+                *apply, "-f", "-", input=_configmap(namespace, "integration-settings"), check=False
             )
             assert proc.returncode != 0, f"admitted in {namespace}: {proc.stdout}"
             assert f"ValidatingAdmissionPolicy '{policies.OPERATOR_CONFIGMAPS}" in proc.stderr
@@ -143,9 +145,7 @@ def test_an_overlay_in_another_namespace_keeps_the_operator_confined(
                 "type": "Opaque",
             }
         )
-        proc = installed.kubectl(
-            "create", *_as(identity), "-f", "-", input=token_trick, check=False
-        )
+        proc = installed.kubectl(*apply, "-f", "-", input=token_trick, check=False)
         assert f"ValidatingAdmissionPolicy '{policies.OPERATOR_SECRETS}" in proc.stderr
     finally:
         for o in applied:
@@ -181,10 +181,11 @@ def test_the_operator_says_it_is_confined(
     )["items"]
     assert events and events[0]["type"] == "Normal"
     # The probes were dry runs: nothing was left behind.
-    for kind, namespace in (("configmap", "kube-system"), ("secret", "kube-system")):
-        proc = installed.kubectl(
-            "get", kind, "settings-controller-confinement-probe", "-n", namespace, check=False
-        )
+    for kind, name in (
+        ("configmap", "integration-settings"),
+        ("secret", "integration-credentials"),
+    ):
+        proc = installed.kubectl("get", kind, name, "-n", "kube-system", check=False)
         assert "NotFound" in proc.stderr
     proc = installed.kubectl(
         "get", "namespace", "settings-controller-confinement-probe", check=False
@@ -225,9 +226,8 @@ def test_an_unconfined_operator_refuses_to_start(installed: Kube) -> None:
     assert "Traceback" not in done.stderr
     # Nothing was written by the probes, which were admitted.
     proc = installed.kubectl(
-        "get", "configmap", "settings-controller-confinement-probe", "-n", "kube-system",
-        check=False,
-    )  # fmt: skip
+        "get", "configmap", "integration-settings", "-n", "kube-system", check=False
+    )
     assert "NotFound" in proc.stderr
     events = support.get_json(
         installed, "events", "-n", "default", "--field-selector", "reason=Unconfined"

@@ -590,10 +590,10 @@ def own_cluster(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def _kubectl(
-    kube: Kube, config: pathlib.Path, *args: str, check: bool = True
+    kube: Kube, config: pathlib.Path, *args: str, check: bool = True, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([kube.kubectl_path, f"--kubeconfig={config}", *args],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=120, input=input)  # fmt: skip
     assert not check or done.returncode == 0, f"{args}\n{done.stdout}{done.stderr}"
     return done
 
@@ -620,12 +620,16 @@ def _shell(command: str, helm: pathlib.Path, config: pathlib.Path) -> str:
 
 
 def _refused_as(kube: Kube, config: pathlib.Path, user: str, namespace: str) -> str:
-    """The operator's own ConfigMap created as ``user`` in ``namespace`` (dry run): the refusal,
-    once the API server has loaded the policies (they take a moment)."""
+    """The operator's own ConfigMap written as ``user`` in ``namespace`` as the operator writes
+    it (a server-side apply, dry run): the refusal, once the API server has loaded the
+    policies (they take a moment)."""
+    manifest = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"},
+                           "metadata": {"name": "integration-settings", "namespace": namespace}})  # fmt: skip
     deadline = time.monotonic() + 30
     while True:
-        done = _kubectl(kube, config, "create", "configmap", "integration-settings", "-n", namespace,
-                        "--from-literal=a=b", "--dry-run=server", f"--as={user}", check=False)  # fmt: skip
+        done = _kubectl(kube, config, "apply", "--server-side", "--dry-run=server",
+                        "--field-manager=settings-controller", f"--as={user}", "-f", "-",
+                        check=False, input=manifest)  # fmt: skip
         if done.returncode != 0 or time.monotonic() > deadline:
             return done.stderr
         time.sleep(0.5)
@@ -726,8 +730,8 @@ def test_install_in_another_namespace_confines_that_identity(
     assert "serviceAccount.name=integrations-operator" in command
     _shell(command, helm, own_cluster)
     user = "system:serviceaccount:platform-integrations:integrations-operator"
-    # RBAC lets the operator create any ConfigMap (create cannot be limited by name):
-    # only the policies, naming this identity, refuse one in kube-system or its own namespace.
+    # RBAC lets the operator write its ConfigMap in any namespace: only the policies,
+    # naming this identity, refuse it in kube-system or its own namespace.
     for namespace in ("kube-system", "platform-integrations"):
         refusal = _refused_as(kube, own_cluster, user, namespace)
         assert "ValidatingAdmissionPolicy 'settings-controller-operator-configmaps'" in refusal, (

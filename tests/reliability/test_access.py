@@ -155,10 +155,9 @@ def test_operator_clusterrole_is_the_minimum(figures: Figures) -> None:
     expected = {
         *(("ClusterRole", g, r, v, "any") for r in ("globalintegrationsettings", "accounts", "integrationsettings") for v in ("get", "list", "watch")),
         *(("ClusterRole", g, f"{r}/status", v, "any") for r in ("globalintegrationsettings", "accounts", "integrationsettings") for v in ("get", "patch")),
-        *(("ClusterRole", "", "configmaps", v, "integration-settings") for v in ("get", "list", "watch", "patch", "delete")),
-        *(("ClusterRole", "", "secrets", v, "integration-credentials") for v in ("get", "list", "watch", "patch", "delete")),
-        ("ClusterRole", "", "configmaps", "create", "any"),
-        ("ClusterRole", "", "secrets", "create", "any"),
+        # create by name: a server-side apply that creates is authorized with its URL's name
+        *(("ClusterRole", "", "configmaps", v, "integration-settings") for v in ("get", "list", "watch", "create", "patch", "delete")),
+        *(("ClusterRole", "", "secrets", v, "integration-credentials") for v in ("get", "list", "watch", "create", "patch", "delete")),
         *(("ClusterRole", "", "namespaces", v, "any") for v in ("get", "list", "watch", "create", "patch")),
         ("ClusterRole", "", "events", "create", "any"),
         ("ClusterRole", "", "events", "patch", "any"),  # the count of a repeated Event
@@ -227,12 +226,13 @@ def test_credential_secrets_live_only_in_account_namespaces(
 
 
 def test_every_write_rbac_cannot_name_is_bounded_by_a_policy(figures: Figures) -> None:
-    """RBAC grants ``create`` on Secrets and ConfigMaps without names, and ``create`` and
-    ``patch`` on Namespaces: each such grant must be matched, for every operation it
-    allows and for every name (a rule without ``resourceNames``), by a generated policy
-    bound to the operator's identity (tests/operator/test_admission_operator.py tries
-    them). Grants limited to names are RBAC's to bound (the policies may match those
-    names only: test_rbac_refuses_what_the_policies_no_longer_match)."""
+    """RBAC grants ``create`` and ``patch`` on Namespaces without names: each such grant
+    must be matched, for every operation it allows and for every name (a rule without
+    ``resourceNames``), by a generated policy bound to the operator's identity
+    (tests/operator/test_admission_operator.py tries them). Grants limited to names (the
+    outputs: ``create``, ``patch``, ``delete``) must be matched for those names and
+    operations: the names are RBAC's to bound (test_rbac_refuses_what_the_policies_no_
+    longer_match), the namespaces they are written in the policies'."""
     operations = {"create": "CREATE", "patch": "UPDATE", "update": "UPDATE", "delete": "DELETE"}
     role = next(
         d
@@ -240,12 +240,17 @@ def test_every_write_rbac_cannot_name_is_bounded_by_a_policy(figures: Figures) -
         if d and d["kind"] == "ClusterRole"
     )
     unnamed: dict[str, set[str]] = {}
+    named: dict[tuple[str, str], set[str]] = {}  # (resource, name) -> operations
     for rule in role["rules"]:
-        if rule["apiGroups"] != [""] or rule.get("resourceNames"):
+        if rule["apiGroups"] != [""]:
             continue
         for resource in rule["resources"]:
             ops = {operations[v] for v in rule["verbs"] if v in operations}
-            if ops and resource != "events":
+            if not ops or resource == "events":
+                continue
+            for name in rule.get("resourceNames", ()):
+                named.setdefault((resource, name), set()).update(ops)
+            if not rule.get("resourceNames"):
                 unnamed.setdefault(resource, set()).update(ops)
     generated = [
         d
@@ -255,23 +260,29 @@ def test_every_write_rbac_cannot_name_is_bounded_by_a_policy(figures: Figures) -
         if d and d["kind"] == "ValidatingAdmissionPolicy"
     ]
     bounded: dict[str, set[str]] = {}
+    bounded_named: dict[tuple[str, str], set[str]] = {}
     for policy in generated:
         if policies.MATCHES_OPERATOR not in [
             c["expression"] for c in policy["spec"].get("matchConditions", [])
         ]:
             continue
         for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
-            if rule.get("resourceNames"):
-                continue  # only those names: not a bound on a grant of every name
             for resource in rule["resources"]:
-                bounded.setdefault(resource, set()).update(rule["operations"])
-    assert unnamed == {
-        "configmaps": {"CREATE"},
-        "secrets": {"CREATE"},
-        "namespaces": {"CREATE", "UPDATE"},
+                for name in rule.get("resourceNames", ()):
+                    bounded_named.setdefault((resource, name), set()).update(rule["operations"])
+                if not rule.get("resourceNames"):
+                    bounded.setdefault(resource, set()).update(rule["operations"])
+    assert unnamed == {"namespaces": {"CREATE", "UPDATE"}}
+    assert named == {
+        ("configmaps", "integration-settings"): {"CREATE", "UPDATE", "DELETE"},
+        ("secrets", "integration-credentials"): {"CREATE", "UPDATE", "DELETE"},
     }
     unbounded = {r: ops - bounded.get(r, set()) for r, ops in unnamed.items()}
     assert not any(unbounded.values()), unbounded
+    unbounded_named = {
+        k: ops - bounded_named.get(k, set()) - bounded.get(k[0], set()) for k, ops in named.items()
+    }
+    assert not any(unbounded_named.values()), unbounded_named
     figures["unnamed write grants"] = len(unnamed)
     figures["bounded by an operator policy"] = sum(
         1 for r, ops in unnamed.items() if ops <= bounded.get(r, set())

@@ -226,8 +226,9 @@ class Client:
         except sessions.HttpError as e:
             raise WriteError(f"{what}: {e}", e.status) from e
 
-    async def apply(self, manifest: Mapping[str, Any]) -> None:
-        """Server-side apply, forcing ownership of exactly the fields in ``manifest``."""
+    async def apply(self, manifest: Mapping[str, Any], dry_run: bool = False) -> None:
+        """Server-side apply, forcing ownership of exactly the fields in ``manifest``
+        (``dry_run``: authorized and admitted in full, nothing stored)."""
         kind, meta = manifest["kind"], manifest["metadata"]
         namespace = meta.get("namespace") if self._path.namespaced(kind) else None
         await self._call(
@@ -236,7 +237,7 @@ class Client:
             self._path(kind, namespace, meta["name"]),
             manifest,
             "application/apply-patch+yaml",
-            self._apply,
+            {**self._apply, "dryRun": "All"} if dry_run else self._apply,
         )
 
     async def apply_status(
