@@ -21,8 +21,9 @@ installed, no operator running:
 The policies (every ValidatingAdmissionPolicy and binding labelled
 ``app.kubernetes.io/name=settings-controller``) are deleted and re-applied ``--pairs``
 times, in the order on/off then off/on alternately (the shared machine's speed drifts).
-Each switch is waited for with a probe the policies refuse (a dry-run create of a
-ConfigMap of another name, as the operator): 403 means installed, 201 removed.
+Each switch is waited for with a probe the policies refuse and RBAC allows (a dry-run
+server-side apply of the operator's ConfigMap in ``default``, as the operator): 403
+means installed, 200 removed.
 Reported per kind: the API server's CPU per write in each state (``/proc``), the
 difference in microseconds and as a share of the cost without policies, median of the
 pairs with their spread. ``--policy-file`` measures another version of the generated
@@ -290,13 +291,16 @@ def remove_policies(info: Any) -> None:
 
 
 def probe(info: Any, namespace: str) -> bool:
-    """True when the policies hold the operator: a dry-run create they refuse is refused."""
-    manifest = json.dumps(_configmap(namespace, "admission-bench-probe", {}))
+    """True when the policies hold the operator: a write RBAC allows and they refuse (its
+    ConfigMap applied in the reserved namespace ``default``, dry run) is refused."""
+    manifest = json.dumps(_configmap("default", "integration-settings", {}))
     done = subprocess.run(
         [
             str(info.kubectl_path),
             f"--kubeconfig={info.operator_kubeconfig}",
-            "create",
+            "apply",
+            "--server-side",
+            "--field-manager=settings-controller",
             "--dry-run=server",
             "-f",
             "-",
