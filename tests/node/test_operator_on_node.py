@@ -52,14 +52,16 @@ def _account_model(node: Node, namespace: str) -> str | None:
     return json.loads(data["openai.json"])["model"] if "openai.json" in data else None
 
 
-def test_the_deployment_runs_as_a_pod_that_leads_and_reconciles(deployed_operator: Node) -> None:
-    pod = until(
-        deployed_operator.running_operator_pod,
-        "a Running, Ready operator pod",
-        120,
-        POLL,
-        value=True,
+def _running_pod(node: Node) -> dict[str, Any]:
+    """The operator's pod once it is Running and Ready."""
+    pod: dict[str, Any] = until(
+        node.running_operator_pod, "a Running, Ready operator pod", 120, POLL, value=True
     )
+    return pod
+
+
+def test_the_deployment_runs_as_a_pod_that_leads_and_reconciles(deployed_operator: Node) -> None:
+    pod = _running_pod(deployed_operator)
     assert pod["spec"]["nodeName"] == node_.NODE_NAME
     assert pod["spec"]["containers"][0]["image"] == "localhost/settings-controller:test"
     assert pod["status"]["podIP"].startswith("10.244.0.")
@@ -108,13 +110,7 @@ def test_the_deployment_runs_as_a_pod_that_leads_and_reconciles(deployed_operato
 
 
 def test_its_serviceaccount_token_is_the_projected_bound_one(deployed_operator: Node) -> None:
-    pod = until(
-        deployed_operator.running_operator_pod,
-        "a Running, Ready operator pod",
-        120,
-        POLL,
-        value=True,
-    )
+    pod = _running_pod(deployed_operator)
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     api_access = [v for n, v in volumes.items() if n.startswith("kube-api-access-")]
     assert len(api_access) == 1, volumes
@@ -140,13 +136,7 @@ def test_its_serviceaccount_token_is_the_projected_bound_one(deployed_operator: 
 
 
 def test_rollout_restart_and_a_deleted_pod_converge(deployed_operator: Node) -> None:
-    first = until(
-        deployed_operator.running_operator_pod,
-        "a Running, Ready operator pod",
-        120,
-        POLL,
-        value=True,
-    )
+    first = _running_pod(deployed_operator)
     deployed_operator.kube.kubectl(
         "rollout", "restart", "-n", NAMESPACE, f"deployment/{DEPLOYMENT}"
     )
