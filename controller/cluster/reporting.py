@@ -39,8 +39,16 @@ class Reporter:
         self._patched: dict[Key, int] = {}
         self._warned: dict[Key, tuple[str, str]] = {}  # (reason, message) last posted
 
-    async def status(self, observed: records.Observed, status: Mapping[str, Any]) -> None:
-        current = observed.status  # decoded once: each decode is a json.loads
+    async def status(
+        self,
+        observed: records.Observed,
+        status: Mapping[str, Any],
+        current: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Apply ``status`` if it says something new (``current``: ``observed.status``, when
+        the caller decoded it already for computing ``status``; it is not changed)."""
+        if current is None:
+            current = observed.status
         if not conditions.changed(current, status):
             return
         key = key_of(observed)
