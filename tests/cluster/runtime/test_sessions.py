@@ -36,6 +36,10 @@ def _session(server: str = "https://10.0.0.1:6443", token: str | None = "t0") ->
         ("https://10.0.0.1:6443", "/api/v1/./namespaces/../x", None),
         ("https://K8S.example:443/prefix", "/api/v1/namespaces", {"limit": "1"}),
         ("https://[::1]:6443", "/api/v1/namespaces/a/secrets/b", {"fieldManager": "m"}),
+        ("https://user:pw@10.0.0.1:6443/k8s", "/api/v1/namespaces/a", {"limit": "2"}),
+        ("https://10.0.0.1:443", "/api/v1/namespaces/a", None),
+        ("https://10.0.0.1:6443", "", None),
+        ("https://10.0.0.1:6443", "/api/v1/", {"a": "b"}),
     ],
 )
 def test_the_url_is_the_one_aiohttp_would_build(
