@@ -39,9 +39,23 @@ class Reporter:
         self._patched: dict[Key, int] = {}
         self._warned: dict[Key, tuple[str, str]] = {}  # (reason, message) last posted
 
-    async def status(self, observed: records.Observed, status: Mapping[str, Any]) -> None:
-        current = observed.status  # decoded once: each decode is a json.loads
-        if not conditions.changed(current, status):
+    @staticmethod
+    def says_something_new(status: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+        """Whether ``status`` would be applied over ``current`` (the object's status as
+        last seen) at all: ``status`` returns at once when not, so a caller may skip it."""
+        return conditions.changed(current, status)
+
+    async def status(
+        self,
+        observed: records.Observed,
+        status: Mapping[str, Any],
+        current: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Apply ``status`` if it says something new (``current``: ``observed.status``, when
+        the caller decoded it already for computing ``status``; it is not changed)."""
+        if current is None:
+            current = observed.status
+        if not self.says_something_new(status, current):
             return
         key = key_of(observed)
         digest = hashlib.blake2b(

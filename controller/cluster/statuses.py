@@ -32,13 +32,19 @@ def problems(observed: records.Observed) -> tuple[str, str]:
 
 
 def with_ready(
-    observed: records.Observed, ok: bool, reason: str, message: str, **extra: Any
+    observed: records.Observed,
+    ok: bool,
+    reason: str,
+    message: str,
+    current: Mapping[str, Any] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """The reconciler's own status fields: ``Ready``, ``Reconciling`` and ``Stalled`` (the
     conditions of other types are another writer's: ``Connected``, the connection checker's),
     ``observedGeneration`` and ``extra``. Applied under the reconciler's field manager
     (``reporting``), so it names only what it owns."""
-    current = observed.status  # decoded once: each decode is a json.loads
+    if current is None:  # ``current``: ``observed.status``, when the caller decoded it already
+        current = observed.status
     previous = current.get("conditions") or ()
     if "connected" not in extra and current.get("connected") is not None:
         # Not recomputed here (the object is blocked, or the connection checks have no
@@ -74,6 +80,7 @@ def account(
     namespace: str,
     missing: Sequence[str] = (),
     connected: Mapping[str, bool] | None = None,
+    current: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Ready once the outputs are written; not while a key it needs is missing
     (``missing``: from ``missing_keys``), which leaves it out of the account's
@@ -102,6 +109,7 @@ def account(
         ok,
         reason,
         message,
+        current,
         # Not the content hash (the ConfigMap's annotation carries it): a change of
         # a global default would otherwise cost every affected account a status
         # write on top of its ConfigMap write.
@@ -122,13 +130,14 @@ def override(
     result: merging.AccountResult,
     account_notes: Sequence[findings.Finding],
     connected: Mapping[str, bool] | None = None,
+    current: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``connected``: the account's (see ``account``); this override's type is shown,
     None where its type uses no checked key."""
     decl = observed.declaration
     if not isinstance(decl, declarations.IntegrationSettings):
         reason, message = problems(observed)
-        return with_ready(observed, False, reason, message, appliedFields=[])
+        return with_ready(observed, False, reason, message, current, appliedFields=[])
     mine = [f for f in result.findings if f.ref == decl.ref]
     applied = next((list(i.overridden) for i in result.integrations if i.type == decl.type), [])
     errors = [f for f in mine if f.is_error]
@@ -148,7 +157,7 @@ def override(
     extra: dict[str, Any] = {"appliedFields": applied}
     if connected is not None:
         extra["connected"] = connected.get(decl.type)
-    return with_ready(observed, ok, reason, message, **extra)
+    return with_ready(observed, ok, reason, message, current, **extra)
 
 
 def blocked(observed: records.Observed, reason: str, message: str) -> dict[str, Any]:

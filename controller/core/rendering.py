@@ -25,18 +25,20 @@ LABEL_PLAN = f"{catalog.GROUP}/plan"
 ANNOTATION_HASH = f"{catalog.GROUP}/content-hash"
 
 
+# ``json.dumps`` with these arguments builds a new encoder per call: one, reused,
+# is the same bytes (an encoder keeps no state between calls).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> str:
     """Sorted keys, no insignificant space, a final newline; NaN is refused, not written.
 
     Compact rather than indented: json's C encoder only serves the compact
     form, and at 100,000 accounts the pure-Python indenting one dominated.
     """
-    return (
-        json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-        + "\n"
-    )
+    return _CANONICAL.encode(value) + "\n"
 
 
 def content_hash(data: Mapping[str, str]) -> str:

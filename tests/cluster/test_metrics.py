@@ -63,7 +63,9 @@ def test_help_texts_name_every_label_value_the_code_uses() -> None:
     source = "\n".join(p.read_text() for p in CLUSTER.glob("*.py") if p.name != "metrics.py")
     used = {
         "settings_controller_errors_total": set(re.findall(r'errors\.labels\("(\w+)"\)', source)),
-        "settings_controller_writes_total": set(re.findall(r'writes\.labels\("(\w+)"\)', source)),
+        "settings_controller_writes_total": set(
+            re.findall(r'(?:writes\.labels|metrics\.wrote)\("(\w+)"\)', source)
+        ),
         # _account's outcomes: `return "blocked"`, `return "written" if wrote else "unchanged"`
         "settings_controller_reconciles_total": set(
             re.findall(r'(?:return|else) "(\w+)"', (CLUSTER / "reconciling.py").read_text())

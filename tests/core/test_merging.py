@@ -350,6 +350,34 @@ def test_json_is_the_canonical_json_of_the_document(catalog: catalog_.Catalog) -
     assert before_choices.json().startswith('{"aspect":1.5,"choices":')
 
 
+def test_an_integration_without_overrides_is_built_once_per_global(
+    catalog: catalog_.Catalog,
+) -> None:
+    """Every account applying no override of a type shares one rendered integration, the
+    same bytes as built alone; a new global, or an override, is built anew."""
+    g = builders.parsed(catalog, builders.global_body())
+    first, second = (
+        merging.merge_account(catalog, g, builders.parsed(catalog, builders.account_body()), {})
+        for _ in range(2)
+    )
+    for a, b in zip(first.integrations, second.integrations, strict=True):
+        assert a is b
+        fresh = merging._effective(
+            a.type, catalog.integrations[a.type], g.integrations[a.type], {}, True
+        )
+        assert a == fresh and a.json() == fresh.json()
+        assert a.json() == rendering.canonical_json(a.document())
+    again = builders.parsed(catalog, builders.global_body())  # an equal, new global
+    third = merging.merge_account(
+        catalog, again, builders.parsed(catalog, builders.account_body()), {}
+    )
+    assert third.integrations[0] is not first.integrations[0]
+    assert third.data == first.data
+    custom = merge(catalog, {"openai": {"temperature": 0.9}})
+    openai = next(i for i in custom.integrations if i.type == "openai")
+    assert not openai.rendered and openai.values["temperature"] == 0.9
+
+
 def test_no_message_goes_on_in_lower_case_after_a_full_stop(catalog: catalog_.Catalog) -> None:
     """ "…looks like an API key. platform keys cannot…" read as a typo: a full stop starts a
     sentence with a capital, or the clauses are joined by "; " instead."""

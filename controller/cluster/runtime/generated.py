@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from controller.cluster.runtime import records
 from controller.core import rendering
 
 # What a change reports: (namespace, the object as now seen, None when deleted).
 Change = tuple[str, records.Digest | None]
+T = TypeVar("T")
 
 
 class Digests(Mapping[str, records.Digest]):
@@ -34,6 +35,18 @@ class Digests(Mapping[str, records.Digest]):
 
     def __getitem__(self, namespace: str) -> records.Digest:
         return self._by_namespace[namespace]
+
+    # ``get`` and ``in`` straight from the dict (Mapping's go through ``__getitem__``
+    # and a KeyError): looked up on every sync.
+    @overload
+    def get(self, namespace: str, /) -> records.Digest | None: ...
+    @overload
+    def get(self, namespace: str, /, default: records.Digest | T) -> records.Digest | T: ...
+    def get(self, namespace: str, /, default: Any = None) -> Any:
+        return self._by_namespace.get(namespace, default)
+
+    def __contains__(self, namespace: object) -> bool:
+        return namespace in self._by_namespace
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_namespace)
@@ -84,6 +97,16 @@ class Namespaces(Mapping[str, tuple[str, str]]):
 
     def __getitem__(self, namespace: str) -> tuple[str, str]:
         return self._labels[namespace]
+
+    @overload
+    def get(self, namespace: str, /) -> tuple[str, str] | None: ...
+    @overload
+    def get(self, namespace: str, /, default: tuple[str, str] | T) -> tuple[str, str] | T: ...
+    def get(self, namespace: str, /, default: Any = None) -> Any:
+        return self._labels.get(namespace, default)
+
+    def __contains__(self, namespace: object) -> bool:
+        return namespace in self._labels
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._labels)

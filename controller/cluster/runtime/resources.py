@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from controller.cluster.runtime import records
 
 ObjectKey = tuple[str | None, str]  # namespace (None: cluster-scoped), name
+T = TypeVar("T")
 Change = tuple[records.Observed | None, records.Observed | None]  # before, after
 
 
@@ -29,6 +30,18 @@ class Named(Mapping[str, records.Observed]):
 
     def __getitem__(self, name: str) -> records.Observed:
         return self._objects[(None, name)]
+
+    # ``get`` and ``in`` straight from the dict: Mapping's go through ``__getitem__``
+    # and a KeyError for a missing name (several lookups per sync).
+    @overload
+    def get(self, name: str, /) -> records.Observed | None: ...
+    @overload
+    def get(self, name: str, /, default: records.Observed | T) -> records.Observed | T: ...
+    def get(self, name: str, /, default: Any = None) -> Any:
+        return self._objects.get((None, name), default)
+
+    def __contains__(self, name: object) -> bool:
+        return (None, name) in self._objects
 
     def __iter__(self) -> Iterator[str]:
         return (name for _, name in self._objects)
@@ -53,6 +66,20 @@ class Grouped(Mapping[str, Mapping[str, records.Observed]]):
 
     def __getitem__(self, namespace: str) -> Mapping[str, records.Observed]:
         return {key[1]: self._objects[key] for key in self._names[namespace]}
+
+    # Straight from the dict: Mapping's ``get`` goes through ``__getitem__`` and a
+    # KeyError for a namespace without objects (four lookups per sync).
+    @overload
+    def get(self, namespace: str, /) -> Mapping[str, records.Observed] | None: ...
+    @overload
+    def get(
+        self, namespace: str, /, default: Mapping[str, records.Observed] | T
+    ) -> Mapping[str, records.Observed] | T: ...
+    def get(self, namespace: str, /, default: Any = None) -> Any:
+        names = self._names.get(namespace)
+        if names is None:
+            return default
+        return {key[1]: self._objects[key] for key in names}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from controller.cluster.runtime import records, resources
+from controller.cluster.runtime import generated, records, resources
 from controller.core import catalog as catalog_
 
 
@@ -144,3 +144,28 @@ def test_a_status_echo_is_not_parsed_again(
     recreated["metadata"]["uid"] = "another"  # deleted and created again meanwhile
     accounts.apply("MODIFIED", recreated)
     assert parsed == ["x", "x"] and accounts.named["a"].uid == "another"
+
+
+def test_the_views_get_what_indexing_gets(catalog: catalog_.Catalog) -> None:
+    """The views' own ``get`` and ``in`` (not Mapping's, through ``__getitem__``) agree with
+    indexing, for present and absent keys alike."""
+    s = store(catalog)
+    s.replace([s.observe(account("a", "ns-1")), s.observe(account("b", "ns-1"))])
+    assert s.grouped.get("ns-1") == s.grouped["ns-1"] == {"a": s.get("a"), "b": s.get("b")}
+    assert s.grouped.get("ns-2") is None and s.grouped.get("ns-2", {}) == {}
+    assert "ns-1" in s.grouped and "ns-2" not in s.grouped
+    assert s.named.get("a") is s.named["a"] is s.get("a")
+    assert s.named.get("c") is None and s.named.get("c", "none") == "none"
+    assert "a" in s.named and "c" not in s.named
+
+
+def test_the_generated_views_get_what_indexing_gets() -> None:
+    digests = generated.Digests("ConfigMap")
+    body = {"metadata": {"name": "integration-settings", "namespace": "ns-1"}, "data": {"a": "1"}}
+    digests.apply("ADDED", body)
+    assert digests.get("ns-1") is digests["ns-1"] and "ns-1" in digests
+    assert digests.get("ns-2") is None and digests.get("ns-2", 0) == 0 and "ns-2" not in digests
+    labelled = generated.Namespaces()
+    labelled.replace([("ns-1", ("pro", "a"))])
+    assert labelled.get("ns-1") == labelled["ns-1"] == ("pro", "a") and "ns-1" in labelled
+    assert labelled.get("ns-2") is None and "ns-2" not in labelled
