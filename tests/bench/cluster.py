@@ -970,25 +970,31 @@ def markdown(merged: dict[str, Any]) -> str:
         ),
     )
 
+    def median_of(r: dict[str, Any], key: str) -> float:
+        """The median of the rounds' ratios (the recorded figure is the median round's by
+        the fair limit, whose other ratios need not be their medians)."""
+        rounds = [x[key] for x in r["fanout"].get("rounds", [])]
+        return statistics.median(rounds) if rounds else float(r["fanout"][key])
+
     def ratio(key: str) -> Any:
         def cell(r: dict[str, Any]) -> str:
             rounds = [x[key] for x in r["fanout"].get("rounds", [])]
             spread = f" ({min(rounds):.2f} to {max(rounds):.2f})" if rounds else ""
-            return f"**{r['fanout'][key]:.2f}**{spread}"
+            return f"**{median_of(r, key):.2f}**{spread}"
 
         return cell
 
     line(
         "fan-out / fair limit (median of the rounds, their spread)",
         ratio("ratio_to_baseline"),
-        f"≥ 0.9 {at}: {_met(goal['fanout']['ratio_to_baseline'] >= 0.9)}",
+        f"≥ 0.9 {at}: {_met(median_of(goal, 'ratio_to_baseline') >= 0.9)}",
     )
     line("fan-out / the first round's limit", ratio("ratio_to_unwatched_baseline"))
     if all("ratio_to_like_baseline" in r["fanout"] for r in sizes):
         line(
             "fan-out / like-for-like limit (median of the rounds, their spread)",
             ratio("ratio_to_like_baseline"),
-            f"≥ 0.9 {at}: {_met(goal['fanout']['ratio_to_like_baseline'] >= 0.9)}",
+            f"≥ 0.9 {at}: {_met(median_of(goal, 'ratio_to_like_baseline') >= 0.9)}",
         )
     if any("kyverno" in r for r in sizes):
         line(
