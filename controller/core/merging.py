@@ -20,8 +20,8 @@ read the global; a UI renders the seed's dropdown and slider from this.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, TypeVar
 
 from controller.core import catalog, credentials, declarations, findings, rendering, screening
 
@@ -207,16 +207,32 @@ def _effective(
     )
 
 
+V = TypeVar("V")
+# A per-global memo: key -> (the objects whose ids the key holds, the value).
+Memo = dict[tuple[Any, ...], tuple[tuple[object, ...], V]]
+
+
+def _memoized(
+    memo: Memo[V], key: tuple[Any, ...], owners: tuple[object, ...], build: Callable[[], V]
+) -> V:
+    """``build()`` once per ``key`` while ``owners`` (the objects whose ids ``key`` holds)
+    are the same objects: they are kept with the value, so their ids are not reused
+    while the entry lives, and compared on a hit. At most 256 entries (globals come
+    and go: the memo is cleared when full)."""
+    hit = memo.get(key)
+    if hit is None or any(kept is not given for kept, given in zip(hit[0], owners, strict=True)):
+        if len(memo) >= 256:
+            memo.clear()
+        hit = memo[key] = (owners, build())
+    return hit[1]
+
+
 # (type, id of the integration type, id of the global's defaults for it, allowed) ->
-# (that type, those defaults, the integration every account applying no override of
-# it gets, rendered). Built and rendered once per global: in a fan-out most accounts
-# override nothing, and building and encoding the same document for each was ~5 %
-# of the operator's CPU (tests/bench --profile). The type and the defaults are kept
-# so their ids are not reused while the entry lives, and checked on a hit.
-_DEFAULTS: dict[
-    tuple[Any, ...],
-    tuple[catalog.IntegrationType, declarations.IntegrationDefaults, EffectiveIntegration],
-] = {}
+# the integration every account applying no override of it gets, rendered. Built and
+# rendered once per global: in a fan-out most accounts override nothing, and
+# building and encoding the same document for each was ~5 % of the operator's CPU
+# (tests/bench --profile).
+_DEFAULTS: Memo[EffectiveIntegration] = {}
 
 
 def _defaults_only(
@@ -225,15 +241,12 @@ def _defaults_only(
     defaults: declarations.IntegrationDefaults,
     allowed: bool,
 ) -> EffectiveIntegration:
-    key = (type_name, id(itype), id(defaults), allowed)
-    hit = _DEFAULTS.get(key)
-    if hit is None or hit[0] is not itype or hit[1] is not defaults:
+    def build() -> EffectiveIntegration:
         effective = _effective(type_name, itype, defaults, {}, allowed)
-        effective = dataclasses.replace(effective, rendered=effective.json())
-        if len(_DEFAULTS) >= 256:  # globals come and go: keep it small
-            _DEFAULTS.clear()
-        hit = _DEFAULTS[key] = (itype, defaults, effective)
-    return hit[2]
+        return dataclasses.replace(effective, rendered=effective.json())
+
+    key = (type_name, id(itype), id(defaults), allowed)
+    return _memoized(_DEFAULTS, key, (itype, defaults), build)
 
 
 def unknown_plan(plan: str, declared: Collection[str]) -> str:
@@ -292,23 +305,21 @@ def as_typed(schema: Mapping[str, Any], value: Any) -> Any:
     return value
 
 
-# (id of the integration type, allowed, allowedValues) -> (that type, choices,
-# their JSON). Every account of a global shares a handful of these; the type is
-# kept so its id is not reused while the entry lives, and checked on a hit.
-_CHOICES: dict[tuple[Any, ...], tuple[catalog.IntegrationType, dict[str, Any], str]] = {}
+# (id of the integration type, allowed, allowedValues) -> (choices, their JSON).
+# Every account of a global shares a handful of these.
+_CHOICES: Memo[tuple[dict[str, Any], str]] = {}
 
 
 def _shared_choices(
     itype: catalog.IntegrationType, defaults: declarations.IntegrationDefaults, allowed: bool
 ) -> dict[str, Any]:
-    key = (id(itype), allowed, tuple(sorted(defaults.allowed_values.items())) if allowed else ())
-    hit = _CHOICES.get(key)
-    if hit is None or hit[0] is not itype:
+    def build() -> tuple[dict[str, Any], str]:
         value = choices(itype, defaults, allowed)
-        if len(_CHOICES) >= 256:  # globals come and go: keep it small
-            _CHOICES.clear()
-        hit = _CHOICES[key] = (itype, value, rendering.canonical_json(value)[:-1])
-    return {"choices": hit[1], "choices_json": hit[2]}
+        return value, rendering.canonical_json(value)[:-1]
+
+    key = (id(itype), allowed, tuple(sorted(defaults.allowed_values.items())) if allowed else ())
+    value, text = _memoized(_CHOICES, key, (itype,), build)
+    return {"choices": value, "choices_json": text}
 
 
 def screen_overrides(
