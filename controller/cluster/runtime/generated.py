@@ -19,29 +19,30 @@ from controller.core import rendering
 # What a change reports: (namespace, the object as now seen, None when deleted).
 Change = tuple[str, records.Digest | None]
 T = TypeVar("T")
+V = TypeVar("V")
 
 
-class Digests(Mapping[str, records.Digest]):
-    """namespace -> the generated object of one kind there (a read-only mapping)."""
+class _ByNamespace(Mapping[str, V]):
+    """A read-only mapping by namespace over a dict its owner replaces or edits, ready once
+    listed."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._by_namespace: dict[str, records.Digest] = {}
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, V] = {}
         self._ready = asyncio.Event()
 
     @property
     def ready(self) -> asyncio.Event:
         return self._ready
 
-    def __getitem__(self, namespace: str) -> records.Digest:
+    def __getitem__(self, namespace: str) -> V:
         return self._by_namespace[namespace]
 
     # ``get`` and ``in`` straight from the dict (Mapping's go through ``__getitem__``
     # and a KeyError): looked up on every sync.
     @overload
-    def get(self, namespace: str, /) -> records.Digest | None: ...
+    def get(self, namespace: str, /) -> V | None: ...
     @overload
-    def get(self, namespace: str, /, default: records.Digest | T) -> records.Digest | T: ...
+    def get(self, namespace: str, /, default: V | T) -> V | T: ...
     def get(self, namespace: str, /, default: Any = None) -> Any:
         return self._by_namespace.get(namespace, default)
 
@@ -53,6 +54,14 @@ class Digests(Mapping[str, records.Digest]):
 
     def __len__(self) -> int:
         return len(self._by_namespace)
+
+
+class Digests(_ByNamespace[records.Digest]):
+    """namespace -> the generated object of one kind there (a read-only mapping)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
 
     def replace(self, listed: Iterable[records.Digest]) -> list[Change]:
         """Take a full listing (reduced by ``records.digest`` as it was read); what changed
@@ -78,7 +87,7 @@ class Digests(Mapping[str, records.Digest]):
         return [] if seen == before else [(seen.namespace, seen)]
 
 
-class Namespaces(Mapping[str, tuple[str, str]]):
+class Namespaces(_ByNamespace[tuple[str, str]]):
     """namespace -> (plan, account) labels, for every namespace carrying our plan label.
 
     Followed with a label selector, so a namespace whose label someone removes
@@ -87,48 +96,21 @@ class Namespaces(Mapping[str, tuple[str, str]]):
 
     kind = "Namespace"
 
-    def __init__(self) -> None:
-        self._labels: dict[str, tuple[str, str]] = {}
-        self._ready = asyncio.Event()
-
-    @property
-    def ready(self) -> asyncio.Event:
-        return self._ready
-
-    def __getitem__(self, namespace: str) -> tuple[str, str]:
-        return self._labels[namespace]
-
-    @overload
-    def get(self, namespace: str, /) -> tuple[str, str] | None: ...
-    @overload
-    def get(self, namespace: str, /, default: tuple[str, str] | T) -> tuple[str, str] | T: ...
-    def get(self, namespace: str, /, default: Any = None) -> Any:
-        return self._labels.get(namespace, default)
-
-    def __contains__(self, namespace: object) -> bool:
-        return namespace in self._labels
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._labels)
-
-    def __len__(self) -> int:
-        return len(self._labels)
-
     def replace(self, listed: Iterable[tuple[str, tuple[str, str]]]) -> list[str]:
         fresh = dict(listed)
-        before, self._labels = self._labels, fresh
+        before, self._by_namespace = self._by_namespace, fresh
         if not self._ready.is_set():
             return []
         return sorted(ns for ns in fresh.keys() | before.keys() if fresh.get(ns) != before.get(ns))
 
     def apply(self, event_type: str, body: Mapping[str, Any]) -> list[str]:
         namespace, labels = namespace_labels(body)
-        before = self._labels.get(namespace)
+        before = self._by_namespace.get(namespace)
         if event_type == "DELETED":
-            self._labels.pop(namespace, None)
+            self._by_namespace.pop(namespace, None)
         else:
-            self._labels[namespace] = labels
-        return [] if self._labels.get(namespace) == before else [namespace]
+            self._by_namespace[namespace] = labels
+        return [] if self._by_namespace.get(namespace) == before else [namespace]
 
 
 def namespace_labels(body: Mapping[str, Any]) -> tuple[str, tuple[str, str]]:
